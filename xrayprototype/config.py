@@ -1,0 +1,115 @@
+"""Plain dataclasses for everything an experiment is configured with.
+
+They hold values only; the facade validates user input before it lands here, and the whole
+``ExperimentConfig`` is written to ``experiment.json`` as a dict and read back with
+``ExperimentConfig.from_dict``.
+"""
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Dict, List, Optional, Union
+
+PathOrPaths = Union[None, str, List[str]]
+
+#: Regular expression whose first group names the patient in a file name (Kermany style).
+DEFAULT_GROUP_PATTERN = r"(person\d+)_"
+
+
+@dataclass
+class AugmentationConfig:
+    """Random training-time augmentation; validation and test images are never augmented."""
+    horizontal_flip: float = 0.0     # probability
+    rotation: float = 0.0            # max degrees either way
+    shift: float = 0.0               # max fraction of the image size either way
+    shear: float = 0.0               # max degrees either way
+    zoom: float = 0.0                # max relative zoom either way (0.1 -> 0.9x..1.1x)
+    brightness: float = 0.0          # max relative brightness change either way
+    contrast: float = 0.0            # max relative contrast change either way
+
+    def is_identity(self) -> bool:
+        return not any(getattr(self, f.name) for f in fields(self))
+
+
+@dataclass
+class DataConfig:
+    """Where the images are and how they become batches."""
+    dataset_path: PathOrPaths = None
+    path_to_csv: PathOrPaths = None
+    delimiter: str = ","
+    trainval_split: float = 0.8
+    input_size: int = 224
+    batch_size: int = 16
+    shuffle_data: bool = True
+    num_workers: int = 2
+    channels: int = 3
+    normalization: str = "auto"      # auto | none | imagenet | dataset | model
+    normalization_mean: Optional[List[float]] = None
+    normalization_std: Optional[List[float]] = None
+    resize_mode: str = "stretch"     # stretch | center_crop
+    cache_images: Union[str, bool] = "auto"
+    on_corrupt: str = "skip"         # skip | error
+    group_pattern: Optional[str] = DEFAULT_GROUP_PATTERN
+    group_column: Optional[str] = None
+    weighted_sampling: bool = False
+    augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
+
+
+@dataclass
+class ModelConfig:
+    """Which network, how much of it trains, and where its initial weights come from."""
+    model_name: Optional[str] = None
+    freeze_base_network: bool = True
+    use_pretrained: bool = True
+    model_path: Optional[str] = None
+    use_gpu: bool = True
+    dropout: float = 0.0
+
+
+@dataclass
+class OptimConfig:
+    """Optimizer, learning-rate schedule and loss, by name plus keyword parameters."""
+    optimizer: str = "adam"
+    learning_rate: float = 1e-3
+    optimizer_params: Dict[str, Any] = field(default_factory=dict)
+    schedule: str = "fixed"
+    schedule_params: Dict[str, Any] = field(default_factory=dict)
+    loss: str = "softmax_crossentropy"
+    loss_params: Dict[str, Any] = field(default_factory=dict)
+    class_weights: Union[None, str, List[float]] = None   # None | "balanced" | one per class
+
+
+@dataclass
+class TrainConfig:
+    """The epoch loop's settings."""
+    num_epochs: int = 10
+    seed: int = 0
+    display_progress: bool = True
+    best_metric: str = "val_accuracy"     # a key of the epoch record; loss-like keys are minimised
+    early_stopping_patience: Optional[int] = None
+    save_intermediate_models: bool = False
+
+
+@dataclass
+class ExperimentConfig:
+    """Everything needed to rebuild an experiment from its ``experiment.json``."""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: Dict[str, Any]) -> "ExperimentConfig":
+        """Rebuild from a dict, ignoring keys this version does not know."""
+        def build(kind, values):
+            known = {f.name for f in fields(kind)}
+            return kind(**{k: v for k, v in (values or {}).items() if k in known})
+
+        data = dict(raw.get("data") or {})
+        augmentation = build(AugmentationConfig, data.pop("augmentation", None))
+        return cls(data=DataConfig(augmentation=augmentation,
+                                   **{k: v for k, v in data.items()
+                                      if k in {f.name for f in fields(DataConfig)}}),
+                   model=build(ModelConfig, raw.get("model")),
+                   optim=build(OptimConfig, raw.get("optim")),
+                   train=build(TrainConfig, raw.get("train")))

@@ -1,0 +1,96 @@
+"""Decode any supported image file to a uint8 array of the channels the model expects.
+
+Handles 8-bit grayscale, RGB, RGBA / LA (composited on black), palette images, 16-bit and
+32-bit integer or float grayscale (PNG / TIFF, rescaled by their own range), and DICOM
+(through pydicom, MONOCHROME1 inverted). The result is resized once, here, with Pillow.
+"""
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from ..errors import DatasetError
+
+RESIZE_MODES = ("stretch", "center_crop")
+
+
+class CorruptImageError(DatasetError):
+    """An image file could not be decoded."""
+
+
+def _to_8bit(image: Image.Image) -> Image.Image:
+    """Rescale high-bit-depth grayscale (I;16, I, F) to 8 bits by the image's own range."""
+    array = np.asarray(image, dtype=np.float64)
+    low, high = np.percentile(array, (0.5, 99.5)) if array.size > 64 else (array.min(), array.max())
+    if high <= low:
+        high = low + 1.0
+    scaled = np.clip((array - low) / (high - low), 0.0, 1.0) * 255.0
+    return Image.fromarray(scaled.round().astype(np.uint8), mode="L")
+
+
+def _read_dicom(path: Path) -> Image.Image:
+    try:
+        import pydicom
+    except ImportError:
+        raise DatasetError(f"{path.name} is DICOM; install pydicom to read it: "
+                           "pip install 'xrayprototype[dicom]'") from None
+    dataset = pydicom.dcmread(str(path))
+    pixels = dataset.pixel_array.astype(np.float64)
+    if getattr(dataset, "PhotometricInterpretation", "") == "MONOCHROME1":
+        pixels = pixels.max() - pixels
+    return _to_8bit(Image.fromarray(pixels.astype(np.float32), mode="F"))
+
+
+def _open(path: Path, size_hint: int) -> Image.Image:
+    if path.suffix.lower() in (".dcm", ".dicom"):
+        return _read_dicom(path)
+    image = Image.open(path)
+    if image.format == "JPEG" and size_hint:
+        image.draft(image.mode, (size_hint, size_hint))  # decode at a reduced scale: faster
+    image.load()
+    return image
+
+
+def _to_channels(image: Image.Image, channels: int) -> Image.Image:
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        image = _to_8bit(image)
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        image = Image.alpha_composite(background, rgba)
+    if channels == 1:
+        return image.convert("L")
+    return image.convert("RGB")
+
+
+def resize(image: Image.Image, size: int, mode: str = "stretch") -> Image.Image:
+    """Resize to ``size`` x ``size``: stretch, or shorter side to size then center crop."""
+    if mode == "center_crop":
+        return ImageOps.fit(image, (size, size), method=Image.BILINEAR)
+    if image.size == (size, size):
+        return image
+    return image.resize((size, size), Image.BILINEAR, reducing_gap=3.0)
+
+
+def load_image(path: Union[str, Path], size: int, channels: int = 3,
+               resize_mode: str = "stretch") -> np.ndarray:
+    """Decode ``path`` to a ``(size, size, channels)`` uint8 array.
+
+    Example:
+        >>> load_image("chest.jpeg", 224).shape
+        (224, 224, 3)
+
+    Raises:
+        CorruptImageError: the file is truncated, empty or not an image.
+    """
+    path = Path(path)
+    try:
+        image = _to_channels(_open(path, size), channels)
+        image = resize(image, size, resize_mode)
+    except (OSError, SyntaxError, ValueError) as err:
+        if isinstance(err, DatasetError):
+            raise
+        raise CorruptImageError(f"cannot decode image {path}: {err}") from None
+    array = np.asarray(image, dtype=np.uint8)
+    return array[:, :, None] if array.ndim == 2 else array

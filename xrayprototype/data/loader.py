@@ -1,0 +1,140 @@
+"""The one batch iterator every backend trains and predicts with.
+
+Decoding and resizing happen once per image (then, optionally, from an in-memory cache);
+augmentation, normalisation and layout are applied per batch in worker threads, several
+batches ahead of the model (Pillow and numpy release the GIL while they work).
+"""
+import logging
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Dict, Iterator, Optional, Sequence
+
+import numpy as np
+
+from ..config import AugmentationConfig
+from .decode import CorruptImageError, load_image
+from .sources import ImageRecords
+from .transforms import Normalizer, augment
+
+LOG = logging.getLogger("xrayprototype")
+CACHE_LIMIT_BYTES = 3 * 1024 ** 3
+
+
+@dataclass
+class Batch:
+    images: np.ndarray      # float32, NCHW or NHWC as the backend asked
+    labels: np.ndarray      # int64 class indices
+    indices: np.ndarray     # positions in the records
+
+
+class ImageStore:
+    """Decoded, resized uint8 images of one record set, with an optional memory cache."""
+
+    def __init__(self, records: ImageRecords, size: int, channels: int = 3,
+                 resize_mode: str = "stretch", cache="auto", on_corrupt: str = "skip"):
+        self.records, self.size, self.channels = records, size, channels
+        self.resize_mode, self.on_corrupt = resize_mode, on_corrupt
+        if cache == "auto":
+            cache = len(records) * size * size * channels <= CACHE_LIMIT_BYTES
+        self._cache: Optional[Dict[int, np.ndarray]] = {} if cache else None
+        self.skipped: Dict[str, str] = {}
+
+    def get(self, index: int) -> Optional[np.ndarray]:
+        """The image at ``index``, or None when it is corrupt and skipping is on."""
+        if self._cache is not None:
+            cached = self._cache.get(index)
+            if cached is not None:
+                return cached
+        path = self.records.paths[index]
+        if path in self.skipped:
+            return None
+        try:
+            image = load_image(path, self.size, self.channels, self.resize_mode)
+        except CorruptImageError as err:
+            if self.on_corrupt == "error":
+                raise CorruptImageError(f"{err}. Remove or replace the file, or pass "
+                                        "on_corrupt='skip' to Dataset_Params.") from None
+            self.skipped[path] = str(err)
+            message = f"skipping corrupt image {path} ({len(self.skipped)} skipped so far): {err}"
+            warnings.warn(message, stacklevel=2)
+            LOG.warning(message)
+            return None
+        if self._cache is not None:
+            self._cache[index] = image
+        return image
+
+    @property
+    def cached(self) -> bool:
+        return self._cache is not None
+
+
+class BatchLoader:
+    """Seeded batches of one record set: ``for batch in loader.epoch(e): ...``.
+
+    Epoch ``e`` always yields the same order and augmentations for the same seed, which makes
+    ``resume_train`` reproduce an uninterrupted run without saving random-number state.
+    """
+
+    def __init__(self, store: ImageStore, batch_size: int, normalizer: Normalizer,
+                 layout: str = "NCHW", shuffle: bool = False,
+                 augmentation: Optional[AugmentationConfig] = None, seed: int = 0,
+                 num_workers: int = 2, sample_weights: Optional[np.ndarray] = None):
+        self.store, self.batch_size, self.normalizer = store, int(batch_size), normalizer
+        self.layout, self.shuffle, self.seed = layout, shuffle, seed
+        self.augmentation = augmentation if augmentation and not augmentation.is_identity() else None
+        self.num_workers = max(1, int(num_workers))
+        self.sample_weights = sample_weights
+
+    def __len__(self) -> int:
+        return -(-len(self.store.records) // self.batch_size)
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        """The record indices of epoch ``epoch``, in the order they will be served."""
+        count = len(self.store.records)
+        rng = np.random.default_rng([self.seed, epoch])
+        if self.sample_weights is not None:
+            probabilities = self.sample_weights / self.sample_weights.sum()
+            return rng.choice(count, size=count, replace=True, p=probabilities)
+        return rng.permutation(count) if self.shuffle else np.arange(count)
+
+    def epoch(self, epoch: int = 0) -> Iterator[Batch]:
+        """Yield the batches of one epoch, decoding up to ``num_workers + 1`` batches ahead."""
+        order = self.epoch_order(epoch)
+        chunks = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        ahead = self.num_workers + 1
+        with ThreadPoolExecutor(self.num_workers, thread_name_prefix="xrp-data") as pool:
+            pending = [pool.submit(self._make_batch, chunks[k], epoch, k)
+                       for k in range(min(ahead, len(chunks)))]
+            for k in range(len(chunks)):
+                batch = pending[k].result()
+                if k + ahead < len(chunks):
+                    pending.append(pool.submit(self._make_batch, chunks[k + ahead], epoch, k + ahead))
+                pending[k] = None
+                if batch is not None:
+                    yield batch
+
+    def _make_batch(self, indices: Sequence[int], epoch: int, position: int) -> Optional[Batch]:
+        rng = np.random.default_rng([self.seed, epoch, position, 1])
+        images, kept = [], []
+        for index in indices:
+            image = self.store.get(int(index))
+            if image is None:
+                continue
+            if self.augmentation is not None:
+                image = augment(image, rng, self.augmentation)
+            images.append(image)
+            kept.append(int(index))
+        if not images:
+            return None
+        array = self.normalizer(np.stack(images))
+        if self.layout == "NCHW":
+            array = np.ascontiguousarray(array.transpose(0, 3, 1, 2))
+        kept = np.asarray(kept, dtype=np.int64)
+        return Batch(array, self.store.records.labels[kept], kept)
+
+
+def balanced_sample_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Per-sample weights giving every class the same expected share of an epoch."""
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    return 1.0 / counts[labels]

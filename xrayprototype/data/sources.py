@@ -1,0 +1,195 @@
+"""Find labelled images on disk: class sub-folders, or a CSV of ``file,label`` rows.
+
+Nothing is decoded here; a source yields :class:`ImageRecords` (paths, integer labels,
+patient groups and class names) that the split and the batch loader work on.
+"""
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from ..errors import DatasetError
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif",
+                    ".dcm", ".dicom", ".ppm", ".pgm"}
+TRAIN_FOLDER_NAMES = ("train", "training")
+VAL_FOLDER_NAMES = ("val", "validation", "valid")
+
+
+@dataclass
+class ImageRecords:
+    """Labelled image files. ``labels[i]`` indexes ``classes``; ``groups[i]`` names a patient."""
+    paths: List[str]
+    labels: np.ndarray
+    classes: List[str]
+    groups: List[str] = field(default_factory=list)
+    origin: str = ""
+
+    def __post_init__(self):
+        self.labels = np.asarray(self.labels, dtype=np.int64)
+        if not self.groups:
+            self.groups = list(self.paths)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def subset(self, indices: Sequence[int]) -> "ImageRecords":
+        indices = np.asarray(indices, dtype=np.int64)
+        return ImageRecords([self.paths[i] for i in indices], self.labels[indices],
+                            list(self.classes), [self.groups[i] for i in indices], self.origin)
+
+    def class_counts(self) -> dict:
+        counts = np.bincount(self.labels, minlength=len(self.classes))
+        return {name: int(n) for name, n in zip(self.classes, counts)}
+
+
+def is_image_file(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and \
+        not path.name.startswith(".")
+
+
+def patient_groups(paths: Sequence[str], pattern: Optional[str]) -> List[str]:
+    """The patient id of each file from ``pattern``'s first group; the file itself otherwise.
+
+    Example:
+        >>> patient_groups(["a/person12_virus_3.jpeg", "b/IM-1.jpeg"], r"(person\\d+)_")
+        ['person12', 'b/IM-1.jpeg']
+    """
+    if not pattern:
+        return list(paths)
+    regex = re.compile(pattern)
+    groups = []
+    for path in paths:
+        match = regex.search(Path(path).name)
+        groups.append(match.group(1) if match else path)
+    return groups
+
+
+def _require_dir(path: Union[str, Path], what: str) -> Path:
+    folder = Path(path).expanduser()
+    if not folder.exists():
+        raise DatasetError(f"{what} '{path}' does not exist (resolved to {folder.resolve()});"
+                           " check the path, or pass an absolute one.")
+    if not folder.is_dir():
+        raise DatasetError(f"{what} '{path}' is a file, not a folder of class sub-folders.")
+    return folder.resolve()
+
+
+def scan_class_folders(root: Union[str, Path], classes: Optional[Sequence[str]] = None,
+                       group_pattern: Optional[str] = None) -> ImageRecords:
+    """Read ``root/<class>/**/<image>``; one sub-folder per class.
+
+    With ``classes`` given (evaluation of a trained model) the folders must be a subset of
+    them and labels follow their order; otherwise classes are the sorted folder names.
+    """
+    folder = _require_dir(root, "dataset folder")
+    class_dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not class_dirs:
+        loose = [p.name for p in folder.iterdir() if is_image_file(p)][:3]
+        hint = f" (it holds images such as {', '.join(loose)} directly)" if loose else ""
+        raise DatasetError(f"dataset folder {folder} has no class sub-folders{hint}; expected "
+                           f"{folder}/<class name>/<image files>, e.g. NORMAL/ and PNEUMONIA/.")
+    names = [p.name for p in class_dirs]
+    if classes is None:
+        classes = names
+        if len(classes) < 2:
+            raise DatasetError(f"dataset folder {folder} has only one class ({names[0]}); a "
+                               "classifier needs at least two class sub-folders.")
+    else:
+        unknown = [n for n in names if n not in classes]
+        if unknown:
+            raise DatasetError(f"{folder} has class folders {unknown} that the model was not "
+                               f"trained on; its classes are {list(classes)}.")
+    paths, labels = [], []
+    for class_dir in class_dirs:
+        files = sorted(str(p) for p in class_dir.rglob("*") if is_image_file(p))
+        if not files:
+            raise DatasetError(f"class folder {class_dir} holds no images (looked for "
+                               f"{', '.join(sorted(IMAGE_EXTENSIONS))}); add images or remove it.")
+        paths += files
+        labels += [list(classes).index(class_dir.name)] * len(files)
+    return ImageRecords(paths, np.array(labels), list(classes),
+                        patient_groups(paths, group_pattern), origin=str(folder))
+
+
+def read_csv_labels(csv_path: Union[str, Path], image_dir: Union[str, Path],
+                    delimiter: str = ",", classes: Optional[Sequence[str]] = None,
+                    group_pattern: Optional[str] = None,
+                    group_column: Optional[str] = None) -> ImageRecords:
+    """Read a CSV whose first column is a file name (relative to ``image_dir``) and whose
+    second column is the label; an optional ``group_column`` names the patient."""
+    import pandas as pd
+
+    csv_file = Path(csv_path).expanduser()
+    if not csv_file.is_file():
+        raise DatasetError(f"label CSV '{csv_path}' does not exist.")
+    folder = _require_dir(image_dir, "image folder of the CSV")
+    table = pd.read_csv(csv_file, sep=delimiter, dtype=str, keep_default_na=False)
+    if table.shape[1] < 2:
+        raise DatasetError(f"{csv_file} has {table.shape[1]} column(s) with delimiter "
+                           f"{delimiter!r}; expected 'file{delimiter}label' rows (is the "
+                           "delimiter right? pass delimiter=... to Dataset_Params).")
+    file_col, label_col = table.columns[0], table.columns[1]
+    paths = [str(folder / name) for name in table[file_col]]
+    missing = [name for name, p in zip(table[file_col], paths) if not Path(p).is_file()]
+    if missing:
+        raise DatasetError(f"{len(missing)} of {len(paths)} files named in {csv_file.name} are "
+                           f"missing from {folder}: {', '.join(missing[:5])}"
+                           f"{' ...' if len(missing) > 5 else ''}; fix the CSV or the folder.")
+    found = sorted(set(table[label_col]))
+    classes = list(classes) if classes is not None else found
+    unknown = [c for c in found if c not in classes]
+    if unknown:
+        raise DatasetError(f"{csv_file.name} has labels {unknown} the model was not trained on;"
+                           f" its classes are {classes}.")
+    if len(found) < 2 and len(classes) < 2:
+        raise DatasetError(f"{csv_file.name} has only one label ({found}); need at least two.")
+    labels = [classes.index(label) for label in table[label_col]]
+    if group_column:
+        if group_column not in table.columns:
+            raise DatasetError(f"group column '{group_column}' is not in {csv_file.name}; its "
+                               f"columns are {list(table.columns)}.")
+        groups = list(table[group_column])
+    else:
+        groups = patient_groups(paths, group_pattern)
+    return ImageRecords(paths, np.array(labels), classes, groups, origin=str(csv_file))
+
+
+def _as_list(value) -> list:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def locate_train_val(dataset_path, path_to_csv=None) -> Tuple[Tuple, Optional[Tuple]]:
+    """Work out the (images, csv) pair of the training set and of the optional validation set.
+
+    Accepts ``[train_dir, val_dir]`` lists (Monk), a folder holding ``train/`` (or
+    ``training/``) and optionally ``val/`` (``validation/``), or a folder of class folders.
+    """
+    paths, csvs = _as_list(dataset_path), _as_list(path_to_csv)
+    if not paths:
+        raise DatasetError("no dataset_path given; call Dataset_Params(dataset_path=...) or "
+                           "Default(dataset_path=...) with a folder of class sub-folders.")
+    if len(paths) > 2 or len(csvs) > 2:
+        raise DatasetError("dataset_path takes one folder or a [train, val] pair of folders.")
+    csvs += [None] * (len(paths) - len(csvs))
+    if len(paths) == 2:
+        return (paths[0], csvs[0]), (paths[1], csvs[1])
+    root = _require_dir(paths[0], "dataset folder")
+    if csvs[0] is None:
+        train = next((root / n for n in TRAIN_FOLDER_NAMES if (root / n).is_dir()), None)
+        if train is not None:
+            val = next((root / n for n in VAL_FOLDER_NAMES if (root / n).is_dir()), None)
+            return (str(train), None), ((str(val), None) if val is not None else None)
+    return (str(root), csvs[0]), None
+
+
+def load_records(images, csv=None, delimiter=",", classes=None, group_pattern=None,
+                 group_column=None) -> ImageRecords:
+    """Records from a class-folder tree, or from a CSV plus its image folder."""
+    if csv is not None:
+        return read_csv_labels(csv, images, delimiter, classes, group_pattern, group_column)
+    return scan_class_folders(images, classes, group_pattern)

@@ -1,0 +1,311 @@
+"""One experiment's life: data, model, training, evaluation and inference, framework-free.
+
+The facade (``prototype``) validates user input and calls this; this calls the backend
+through the contract only, and keeps ``experiment.json`` and the files under the experiment
+folder up to date.
+"""
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from . import state as st
+from .backend import Backend, create_backend, get_backend_class
+from .config import ExperimentConfig
+from .data import (BatchLoader, ImageRecords, ImageStore, Normalizer, TrainValData,
+                   balanced_sample_weights, estimate_statistics, load_eval, load_train_val)
+from .data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from .errors import ConfigError, ExperimentError, TrainingDivergedError, unknown_name
+from .optim import LearningRateSchedule, balanced_class_weights, resolved
+from .training import History, Progress, Trainer, peak_rss_bytes, progress_from_dict
+from .workspace import ExperimentPaths
+
+LOG = logging.getLogger("xrayprototype")
+
+#: named normalisations: (mean, std) on the 0..1 scale
+NORMALIZATIONS = {
+    "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
+    "inception": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    "lite": ((127 / 255,) * 3, (128 / 255,) * 3),
+    "none": (None, None),
+}
+
+
+class Experiment:
+    """State, backend and data of ``workspace/<project>/<experiment>``."""
+
+    def __init__(self, paths: ExperimentPaths, backend_name: str, config: ExperimentConfig,
+                 state: Dict, report=print):
+        self.paths, self.config, self.state, self.report = paths, config, state, report
+        self.backend_name = backend_name
+        self.backend: Optional[Backend] = None
+        self.data: Optional[TrainValData] = None
+        self.eval_records: Optional[ImageRecords] = None
+        self.model_ready = False
+        self._stores: Dict[str, ImageStore] = {}
+
+    # ----------------------------------------------------------------- persistence
+    def save_state(self) -> None:
+        self.state["config"] = self.config.to_dict()
+        self.state["backend"] = self.backend_name
+        st.write_state(self.paths.state_file, self.state)
+
+    def open_backend(self) -> Backend:
+        if self.backend is None:
+            self.backend = create_backend(self.backend_name)
+            self.state["versions"].update(get_backend_class(self.backend_name).framework_versions())
+        return self.backend
+
+    @property
+    def classes(self) -> List[str]:
+        return self.state.get("classes") or (self.data.classes if self.data else [])
+
+    def archive_previous_run(self) -> Optional[Path]:
+        """Move an earlier run's models and logs to ``archive/<time>/``; nothing is deleted."""
+        if not (self.paths.models.exists() and any(self.paths.models.iterdir())):
+            return None
+        target = self.paths.dir / "archive" / time.strftime("%Y%m%d-%H%M%S")
+        target.mkdir(parents=True, exist_ok=True)
+        for folder in (self.paths.models, self.paths.logs):
+            if folder.exists():
+                shutil.move(str(folder), str(target / folder.name))
+        if self.paths.state_file.exists():
+            shutil.copy2(self.paths.state_file, target / "experiment.json")
+        return target
+
+    # ----------------------------------------------------------------- data
+    def load_data(self) -> TrainValData:
+        self.data = load_train_val(self.config.data, self.config.train.seed)
+        self._stores.clear()
+        self.state["classes"] = self.data.classes
+        self.state["dataset"] = self.data.summary()
+        return self.data
+
+    def load_eval_data(self) -> ImageRecords:
+        if not self.classes:
+            raise ExperimentError("this experiment has no trained classes yet; train it first.")
+        self.eval_records = load_eval(self.config.data, self.classes)
+        self._stores.pop("eval", None)
+        return self.eval_records
+
+    def _store(self, split: str, records: ImageRecords) -> ImageStore:
+        data = self.config.data
+        key = (split, id(records), data.input_size, data.resize_mode, data.channels)
+        store = self._stores.get(split)
+        if store is None or getattr(store, "key", None) != key:
+            store = ImageStore(records, data.input_size, data.channels, data.resize_mode,
+                               data.cache_images, data.on_corrupt)
+            store.key = key
+            self._stores[split] = store
+        return store
+
+    def normalizer(self) -> Normalizer:
+        """The resolved normalisation, computed and persisted once per experiment."""
+        saved = self.state.get("preprocessing", {})
+        if saved.get("input_size") == self.config.data.input_size and "mean" in saved:
+            return Normalizer(saved["mean"], saved["std"])
+        name = self.config.data.normalization
+        if name == "auto":
+            name = self.open_backend().capabilities().models[self.config.model.model_name].normalization \
+                if self.config.model.model_name in self.open_backend().capabilities().models else "imagenet"
+        if name == "dataset":
+            mean, std = estimate_statistics(self._store("train", self.data.train),
+                                            seed=self.config.train.seed)
+        elif name in NORMALIZATIONS:
+            mean, std = NORMALIZATIONS[name]
+        else:
+            raise unknown_name("normalization", name, list(NORMALIZATIONS) + ["auto", "dataset"])
+        self.state["preprocessing"] = {"normalization": name, "mean": mean, "std": std,
+                                       "input_size": self.config.data.input_size,
+                                       "channels": self.config.data.channels,
+                                       "resize_mode": self.config.data.resize_mode}
+        return Normalizer(mean, std)
+
+    def loader(self, split: str, records: ImageRecords, training: bool = False) -> BatchLoader:
+        data, backend = self.config.data, self.open_backend()
+        weights = balanced_sample_weights(records.labels, len(self.classes)) \
+            if training and data.weighted_sampling else None
+        return BatchLoader(self._store(split, records), data.batch_size, self.normalizer(),
+                           backend.capabilities().layout, shuffle=training and data.shuffle_data,
+                           augmentation=data.augmentation if training else None,
+                           seed=self.config.train.seed, num_workers=data.num_workers,
+                           sample_weights=weights)
+
+    # ----------------------------------------------------------------- model
+    def build_model(self, for_inference: bool = False) -> Dict:
+        """Build the network; for inference no pretrained weights are fetched (the saved
+        weights replace them)."""
+        backend = self.open_backend()
+        model_config = self.config.model
+        if for_inference:
+            from dataclasses import replace
+            model_config = replace(model_config, use_pretrained=False, model_path=None)
+        backend.seed(self.config.train.seed)
+        info = backend.build_model(model_config, len(self.classes), self.config.data.channels)
+        self.state["model"] = dict(self.state.get("model", {}), name=model_config.model_name, **info)
+        self.model_ready = True
+        return info
+
+    def class_weights(self) -> Optional[np.ndarray]:
+        wanted = self.config.optim.class_weights
+        if wanted is None:
+            return None
+        if wanted == "balanced":
+            return balanced_class_weights(np.bincount(self.data.train.labels,
+                                                      minlength=len(self.classes)))
+        if len(wanted) != len(self.classes):
+            raise ConfigError(f"class_weights has {len(wanted)} values for {len(self.classes)} "
+                              f"classes {self.classes}; give one per class, or 'balanced'.")
+        return np.asarray(wanted, dtype=np.float64)
+
+    def load_weights(self, which: str = "best") -> None:
+        stem = self.paths.model_stem(which)
+        if not any(self.paths.models.glob(f"{which}.*")):
+            raise ExperimentError(f"no saved '{which}' model in {self.paths.models}; the "
+                                  "experiment has not completed an epoch yet.")
+        self.open_backend().load(stem)
+
+    # ----------------------------------------------------------------- training
+    def train(self, resume: bool = False) -> Dict:
+        """Run (or continue) the epoch loop; persist models, history, plots and state."""
+        if self.data is None:
+            self.load_data()
+        if not resume and self.state.get("status") != st.STATUS_CREATED:
+            archived = self.archive_previous_run()
+            if archived:
+                self.report(f"an earlier run of this experiment was moved to {archived}")
+            self.state["training"], self.state["summary"], self.state["evaluation"] = {}, {}, {}
+        self.paths.create()
+        history = History(self.paths.metrics_file)
+        self.normalizer()
+        if not self.model_ready:
+            self.build_model(for_inference=resume)
+        backend = self.backend
+        backend.configure(resolved(self.config.optim), self.class_weights())
+        train_loader = self.loader("train", self.data.train, training=True)
+        val_loader = self.loader("val", self.data.val)
+        optim = self.config.optim
+        schedule = LearningRateSchedule(optim.schedule, optim.learning_rate, optim.schedule_params,
+                                        self.config.train.num_epochs, len(train_loader))
+        progress = Progress()
+        if resume:
+            progress = progress_from_dict(self.state["training"].get("progress"))
+            backend.load(self.paths.model_stem("resume"), with_optimizer=True)
+            schedule.load_state_dict(self.state["training"].get("schedule", {}))
+            history.keep_until(progress.epoch_completed)
+            self.report(f"resuming after epoch {progress.epoch_completed} of "
+                        f"{self.config.train.num_epochs}")
+        self.state["status"] = st.STATUS_TRAINING
+        self.save_state()
+
+        def checkpoint(progress_now: Progress, records: List[Dict], improved: bool) -> None:
+            backend.save(self.paths.model_stem("resume"), with_optimizer=True)
+            if improved:
+                backend.save(self.paths.model_stem("best"))
+            if self.config.train.save_intermediate_models:
+                backend.save(self.paths.model_stem(f"epoch_{progress_now.epoch_completed:03d}"))
+            history.append(records)
+            self.state["training"].update(progress=progress_now.__dict__.copy(),
+                                          schedule=schedule.state_dict())
+            self.state["summary"] = self._summary(progress_now, history.read())
+            self.save_state()
+
+        trainer = Trainer(backend, train_loader, val_loader, schedule, self.config.train,
+                          checkpoint, self.report)
+        backend.reset_peak_memory()
+        try:
+            trainer.run(progress)
+        except TrainingDivergedError as err:
+            self._stop(st.STATUS_FAILED, str(err))
+            raise
+        except KeyboardInterrupt:
+            self._stop(st.STATUS_INTERRUPTED, "interrupted by the user; continue with "
+                       "Prototype(..., resume_train=True) and Train()")
+            raise
+        backend.save(self.paths.model_stem("last"))
+        self._plot_history(history)
+        self.state["status"] = st.STATUS_TRAINED
+        self.state["dataset"]["skipped_files"] = self._skipped()
+        self.save_state()
+        return self.state["summary"]
+
+    def _stop(self, status: str, reason: str) -> None:
+        self.state["status"], self.state["training"]["stopped_because"] = status, reason
+        self.save_state()
+        LOG.error(reason)
+
+    def _skipped(self) -> Dict[str, str]:
+        skipped = {}
+        for store in self._stores.values():
+            skipped.update(store.skipped)
+        return skipped
+
+    def _plot_history(self, history: History) -> None:
+        from .plots import training_curves
+        training_curves(history.read(), self.paths.logs)
+
+    def _summary(self, progress: Progress, records: List[Dict]) -> Dict:
+        train = [r for r in records if r["split"] == "train"]
+        val = {r["epoch"]: r for r in records if r["split"] == "val"}
+        best = val.get(progress.best_epoch, {})
+        return {"best_metric": self.config.train.best_metric, "best_value": progress.best_value,
+                "best_epoch": progress.best_epoch, "epochs_completed": progress.epoch_completed,
+                "best_val_accuracy": best.get("accuracy"), "best_val_loss": best.get("loss"),
+                "best_val_roc_auc": best.get("roc_auc"),
+                "final_train_accuracy": train[-1]["accuracy"] if train else None,
+                "final_train_loss": train[-1]["loss"] if train else None,
+                "train_time_s": progress.train_time_s,
+                "seconds_per_epoch": progress.train_time_s / max(1, len(train)),
+                "train_images_per_s": float(np.mean([r["images_per_s"] for r in train])) if train else None,
+                "peak_rss_bytes": peak_rss_bytes(),
+                "peak_gpu_bytes": max([r.get("gpu_bytes", 0) for r in train] or [0]) or None}
+
+    # ----------------------------------------------------------------- evaluation
+    def predict_records(self, split: str, records: ImageRecords):
+        """(probabilities, labels, indices) of every decodable image of ``records``."""
+        probabilities, labels, indices = [], [], []
+        for batch in self.loader(split, records).epoch(0):
+            probabilities.append(self.backend.predict(batch.images))
+            labels.append(batch.labels)
+            indices.append(batch.indices)
+        if not probabilities:
+            raise ExperimentError(f"no image of {records.origin} could be decoded.")
+        return np.concatenate(probabilities), np.concatenate(labels), np.concatenate(indices)
+
+    def evaluate(self) -> Dict:
+        """Metrics on the evaluation records; saves plots, predictions CSV and state."""
+        from .metrics import classification_metrics, monk_per_class
+        from .plots import confusion_matrix_plot, roc_plot
+
+        records = self.eval_records
+        started = time.perf_counter()
+        probabilities, labels, indices = self.predict_records("eval", records)
+        seconds = time.perf_counter() - started
+        metrics = classification_metrics(labels, probabilities, self.classes)
+        metrics["monk_per_class"] = monk_per_class(labels, probabilities.argmax(1), self.classes)
+        metrics.update(dataset=records.origin, seconds=seconds,
+                       skipped_files=dict(self._stores["eval"].skipped))
+        self.paths.logs.mkdir(parents=True, exist_ok=True)
+        confusion_matrix_plot(metrics["confusion_matrix"], self.classes,
+                              self.paths.logs / "confusion_matrix.png")
+        if metrics["roc_auc"] is not None:
+            roc_plot(labels, probabilities, self.classes, self.paths.logs / "roc.png")
+        self._write_predictions(records, probabilities, labels, indices)
+        self.state["evaluation"] = metrics
+        self.save_state()
+        return metrics
+
+    def _write_predictions(self, records, probabilities, labels, indices) -> Path:
+        import pandas as pd
+
+        table = pd.DataFrame({"file": [records.paths[i] for i in indices],
+                              "true_label": [self.classes[k] for k in labels],
+                              "predicted_label": [self.classes[k] for k in probabilities.argmax(1)]})
+        for k, name in enumerate(self.classes):
+            table[f"p_{name}"] = probabilities[:, k]
+        path = self.paths.logs / "predictions.csv"
+        table.to_csv(path, index=False)
+        return path

@@ -1,0 +1,350 @@
+"""``prototype``: the Monk-style facade. Verbs only: validate, delegate, persist.
+
+Example:
+    >>> from xrayprototype import prototype
+    >>> gtf = prototype(verbose=1)
+    >>> gtf.Prototype("Pneumonia", "resnet18", backend="pytorch")
+    >>> gtf.Default(dataset_path="chest_xray/train", model_name="resnet18", num_epochs=5)
+    >>> gtf.Train()
+"""
+import logging
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+from . import state as st
+from .backend import (DEFAULT_BACKEND, REGISTRY, canonical_backend_name, get_backend_class,
+                      install_command, is_installed)
+from .config import ExperimentConfig
+from .data import ImageRecords
+from .data.sources import IMAGE_EXTENSIONS
+from .errors import ConfigError, ExperimentError
+from .experiment import Experiment
+from .facade_settings import SettingsVerbs
+from .workspace import ExperimentPaths, resolve_root
+
+LOG = logging.getLogger("xrayprototype")
+
+
+class prototype(SettingsVerbs):  # noqa: N801  (Monk's spelling is the public API)
+    """One experiment at a time: ``Prototype`` opens it, the other verbs act on it.
+
+    Args:
+        verbose: 0 silent, 1 progress bars and tables.
+        workspace: root folder of all projects; default ``$XRAYPROTOTYPE_WORKSPACE`` or
+            ``./workspace``, resolved to an absolute path now.
+    """
+
+    def __init__(self, verbose: int = 1, workspace: Union[None, str, Path] = None):
+        self.verbose = verbose
+        self.workspace_root = resolve_root(workspace)
+        self.experiment: Optional[Experiment] = None
+        self._mode = "train"        # train | eval_infer | resume
+        self._log_handler: Optional[logging.Handler] = None
+
+    # ------------------------------------------------------------------ opening
+    def Prototype(self, project_name: str, experiment_name: str, backend: Optional[str] = None,
+                  eval_infer: bool = False, resume_train: bool = False,
+                  copy_from: Optional[Sequence[str]] = None) -> None:
+        """Create or open ``workspace/<project_name>/<experiment_name>``.
+
+        Args:
+            backend: "pytorch" (default), "gluon" or "keras"; reopened experiments keep theirs.
+            eval_infer: open a trained experiment for Evaluate / Infer (saved settings and
+                best weights are loaded).
+            resume_train: continue an interrupted run from its last completed epoch.
+            copy_from: ``[project, experiment]`` whose settings the new experiment starts from.
+
+        Example:
+            >>> gtf.Prototype("Pneumonia", "resnet18", eval_infer=True)
+        """
+        if eval_infer and resume_train:
+            raise ConfigError("choose eval_infer=True (evaluate / infer) or resume_train=True "
+                              "(continue training), not both.")
+        paths = ExperimentPaths(self.workspace_root, project_name, experiment_name)
+        if eval_infer or resume_train:
+            experiment = self._reopen(paths, backend, "eval_infer" if eval_infer else "resume")
+        else:
+            experiment = self._create(paths, backend, copy_from)
+        self.experiment = experiment
+        self._attach_log(paths)
+        self._say(f"experiment {paths.project}/{paths.experiment} ({experiment.backend_name}, "
+                  f"{self._mode}) at {paths.dir}")
+        if self._mode == "eval_infer":
+            experiment.build_model(for_inference=True)
+            experiment.load_weights("best")
+
+    def _create(self, paths: ExperimentPaths, backend: Optional[str], copy_from) -> Experiment:
+        self._mode = "train"
+        state = st.read_state(paths.state_file) if paths.exists() else None
+        if state is not None:
+            config = ExperimentConfig.from_dict(state["config"])
+            backend_name = canonical_backend_name(backend or state["backend"])
+            state["backend"] = backend_name
+        else:
+            config, backend_name = ExperimentConfig(), canonical_backend_name(backend or DEFAULT_BACKEND)
+            state = st.new_state(paths.project, paths.experiment, backend_name)
+        if copy_from:
+            if len(copy_from) != 2:
+                raise ConfigError("copy_from takes [project_name, experiment_name].")
+            source = ExperimentPaths(self.workspace_root, copy_from[0], copy_from[1])
+            if not source.exists():
+                raise ExperimentError(f"copy_from: no experiment at {source.dir}.")
+            source_state = st.read_state(source.state_file)
+            config = ExperimentConfig.from_dict(source_state["config"])
+            backend_name = canonical_backend_name(backend or source_state["backend"])
+            state.update(backend=backend_name, copied_from=list(copy_from))
+        experiment = Experiment(paths, backend_name, config, state, self._say)
+        experiment.open_backend()
+        experiment.save_state()
+        return experiment
+
+    def _reopen(self, paths: ExperimentPaths, backend: Optional[str], mode: str) -> Experiment:
+        if not paths.exists():
+            project = paths.root / paths.project
+            known = sorted(p.name for p in project.iterdir() if (p / "experiment.json").exists()) \
+                if project.is_dir() else []
+            raise ExperimentError(
+                f"no experiment '{paths.experiment}' in project '{paths.project}' under "
+                f"{paths.root} (experiments there: {known or 'none'}); check the names and the "
+                "workspace= argument, or train it first.")
+        state = st.read_state(paths.state_file)
+        if backend and canonical_backend_name(backend) != state["backend"]:
+            raise ConfigError(f"experiment {paths.experiment} was trained with backend "
+                              f"'{state['backend']}'; leave backend out to use it.")
+        completed = (state.get("training", {}).get("progress") or {}).get("epoch_completed", 0)
+        if mode == "eval_infer" and not completed:
+            raise ExperimentError(f"experiment {paths.experiment} has no trained model yet "
+                                  f"(status '{state['status']}'); run Train() first.")
+        if mode == "resume" and not completed:
+            raise ExperimentError(f"experiment {paths.experiment} has no completed epoch to "
+                                  "resume from; open it without resume_train and Train().")
+        self._mode = mode
+        experiment = Experiment(paths, state["backend"], ExperimentConfig.from_dict(state["config"]),
+                                state, self._say)
+        experiment.open_backend()
+        return experiment
+
+    def _attach_log(self, paths: ExperimentPaths) -> None:
+        if self._log_handler is not None:
+            LOG.removeHandler(self._log_handler)
+            self._log_handler.close()
+        paths.logs.mkdir(parents=True, exist_ok=True)
+        self._log_handler = logging.FileHandler(paths.run_log, encoding="utf-8")
+        self._log_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        LOG.addHandler(self._log_handler)
+        LOG.setLevel(logging.INFO)
+
+    def _say(self, text: str) -> None:
+        LOG.info(text)
+        if self.verbose:
+            print(text, flush=True)
+
+    def _require_experiment(self) -> Experiment:
+        if self.experiment is None:
+            raise ExperimentError("no experiment is open; call Prototype(project, experiment) "
+                                  "first.")
+        return self.experiment
+
+    # ------------------------------------------------------------------ quick mode
+    def Default(self, dataset_path=None, model_name: str = "resnet18",
+                freeze_base_network: bool = True, num_epochs: int = 10, path_to_csv=None,
+                use_pretrained: bool = True, delimiter: str = ",", **dataset_options) -> None:
+        """Quick mode: data set, model and epochs in one call (then ``Train()``).
+
+        Example:
+            >>> gtf.Default(dataset_path="chest_xray/train", model_name="resnet18", num_epochs=5)
+        """
+        self.Dataset_Params(dataset_path=dataset_path, path_to_csv=path_to_csv,
+                            delimiter=delimiter, **dataset_options)
+        self.Model_Params(model_name=model_name, freeze_base_network=freeze_base_network,
+                          use_pretrained=use_pretrained)
+        self.Training_Params(num_epochs=num_epochs)
+        self.Dataset()
+
+    # ------------------------------------------------------------------ expert mode
+    def Dataset(self) -> Union[Dict, ImageRecords]:
+        """Find and split the images set by ``Dataset_Params``; print a summary.
+
+        In ``eval_infer`` mode the folder is read whole, as the evaluation set.
+        """
+        experiment = self._require_experiment()
+        if self._mode == "eval_infer":
+            records = experiment.load_eval_data()
+            self._say(f"evaluation set: {len(records)} images {records.class_counts()}")
+            return records.class_counts()
+        data = experiment.load_data()
+        summary = data.summary()
+        self._say(f"classes {data.classes}; train {summary['num_train']} "
+                  f"{summary['train_class_counts']}, val {summary['num_val']} "
+                  f"{summary['val_class_counts']} ({summary['val_source']})")
+        experiment.save_state()
+        return summary
+
+    def Model(self) -> Dict:
+        """Build the network now (``Train`` builds it when needed)."""
+        experiment = self._require_experiment()
+        if experiment.data is None and self._mode != "eval_infer":
+            self.Dataset()
+        info = experiment.build_model(for_inference=self._mode != "train")
+        if self._mode == "eval_infer":
+            experiment.load_weights("best")
+        self._say(f"model {experiment.config.model.model_name}: {info['num_parameters']:,} "
+                  f"parameters, {info['trainable_parameters']:,} trainable, on {info['device']}")
+        return info
+
+    def Train(self) -> Dict:
+        """Train (or, after ``resume_train=True``, continue); returns the training summary."""
+        experiment = self._require_experiment()
+        if self._mode == "eval_infer":
+            raise ExperimentError("this experiment was opened with eval_infer=True; open it with "
+                                  "resume_train=True to train more, or copy_from to start anew.")
+        self._check_model_name()
+        resume = self._mode == "resume"
+        summary = experiment.train(resume=resume)
+        self._mode = "train"
+        self._say(f"best {summary['best_metric']} {summary['best_value']:.4f} at epoch "
+                  f"{summary['best_epoch']}; {summary['train_time_s']:.1f} s; saved in "
+                  f"{experiment.paths.dir}")
+        return summary
+
+    def _weights_for_prediction(self) -> Experiment:
+        experiment = self._require_experiment()
+        if not experiment.model_ready:
+            experiment.build_model(for_inference=True)
+        experiment.load_weights("best")
+        return experiment
+
+    def Evaluate(self) -> Tuple[float, Dict]:
+        """Accuracy (%) and Monk's per-class dict on the evaluation set; all metrics are
+        stored in ``experiment.json`` and plotted under ``logs/``.
+
+        Without an evaluation set (``Dataset_Params`` + ``Dataset`` in eval_infer mode) the
+        best model is evaluated on the validation split.
+
+        Example:
+            >>> accuracy, per_class = gtf.Evaluate()
+        """
+        experiment = self._weights_for_prediction()
+        if experiment.eval_records is None:
+            if experiment.data is None:
+                raise ExperimentError("nothing to evaluate on: call Dataset_Params(dataset_path="
+                                      "'.../test') and Dataset() first.")
+            experiment.eval_records = experiment.data.val
+        metrics = experiment.evaluate()
+        accuracy = 100.0 * metrics["accuracy"]
+        self._say(f"accuracy {accuracy:.2f}% on {metrics['num_images']} images (majority-class "
+                  f"baseline {100 * metrics['majority_baseline_accuracy']:.2f}%), ROC-AUC "
+                  f"{metrics['roc_auc'] if metrics['roc_auc'] is None else round(metrics['roc_auc'], 4)}")
+        for name, row in metrics["per_class"].items():
+            self._say(f"  {name:>20}: precision {row['precision']:.3f} recall {row['recall']:.3f} "
+                      f"specificity {row['specificity'] if row['specificity'] is None else round(row['specificity'], 3)} "
+                      f"f1 {row['f1']:.3f} n={row['support']}")
+        return accuracy, metrics["monk_per_class"]
+
+    def Infer(self, img_name: Optional[str] = None, img_dir: Optional[str] = None,
+              return_raw: bool = False) -> Union[Dict, List[Dict]]:
+        """Predict one image (``img_name``) or every image of a folder (``img_dir``).
+
+        Returns ``{"img_name", "predicted_class", "score", "probabilities": {class: p}}``,
+        or a list of them sorted by name.
+
+        Example:
+            >>> gtf.Infer(img_name="chest_xray/test/NORMAL/IM-0001-0001.jpeg")["predicted_class"]
+        """
+        if (img_name is None) == (img_dir is None):
+            raise ConfigError("give exactly one of img_name= (one image) or img_dir= (a folder).")
+        if img_name is not None:
+            files = [Path(img_name)]
+            if not files[0].is_file():
+                raise ConfigError(f"image '{img_name}' does not exist.")
+        else:
+            folder = Path(img_dir)
+            if not folder.is_dir():
+                raise ConfigError(f"folder '{img_dir}' does not exist.")
+            files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+            if not files:
+                raise ConfigError(f"folder '{img_dir}' holds no images.")
+        experiment = self._weights_for_prediction()
+        records = ImageRecords([str(f) for f in files], [0] * len(files), experiment.classes)
+        saved_policy = experiment.config.data.on_corrupt
+        experiment.config.data.on_corrupt = "error"
+        try:
+            probabilities, _, _ = experiment.predict_records("infer", records)
+        finally:
+            experiment.config.data.on_corrupt = saved_policy
+            experiment._stores.pop("infer", None)
+        results = [self._prediction(str(f), p, experiment.classes, return_raw)
+                   for f, p in zip(files, probabilities)]
+        for result in results:
+            self._say(f"{result['img_name']}: {result['predicted_class']} ({result['score']:.3f})")
+        return results[0] if img_name is not None else results
+
+    @staticmethod
+    def _prediction(name: str, probabilities, classes: List[str], raw: bool) -> Dict:
+        best = int(probabilities.argmax())
+        result = {"img_name": name, "predicted_class": classes[best],
+                  "score": float(probabilities[best]),
+                  "probabilities": {c: float(p) for c, p in zip(classes, probabilities)}}
+        if raw:
+            result["raw"] = probabilities.tolist()
+        return result
+
+    # ------------------------------------------------------------------ information
+    def Summary(self) -> Dict:
+        """Print and return the experiment's state (configuration, data, model, results)."""
+        experiment = self._require_experiment()
+        state = experiment.state
+        self._say(f"project {state['project']} / experiment {state['experiment']} "
+                  f"[{state['backend']}, {state['status']}]")
+        for key in ("dataset", "model", "summary"):
+            self._say(f"{key}: {state.get(key)}")
+        self._say(f"config: {experiment.config.to_dict()}")
+        return state
+
+    def List_Models(self, backend: Optional[str] = None) -> Dict[str, List[str]]:
+        """Canonical model names per installed backend (or of ``backend``)."""
+        names = [canonical_backend_name(backend)] if backend else list(REGISTRY)
+        table = {}
+        for name in names:
+            if not is_installed(name):
+                self._say(f"{name}: not installed ({install_command(name)})")
+                continue
+            table[name] = sorted(get_backend_class(name)().capabilities().models)
+            self._say(f"{name}: {', '.join(table[name])}")
+        return table
+
+    def Reload(self) -> None:
+        """Rebuild data and model from the current settings (update_* already apply lazily;
+        this exists so that Monk scripts run unchanged)."""
+        experiment = self._require_experiment()
+        experiment.data, experiment.model_ready = None, False
+        if self._mode != "eval_infer":
+            self.Dataset()
+
+    def EDA(self) -> Dict:
+        """Class counts and image sizes of the training data (a sample of 200 images)."""
+        from PIL import Image
+
+        experiment = self._require_experiment()
+        data = experiment.data or experiment.load_data()
+        sizes = {}
+        for path in data.train.paths[:: max(1, len(data.train) // 200)]:
+            with Image.open(path) as image:
+                key = f"{image.size[0]}x{image.size[1]} {image.mode}"
+            sizes[key] = sizes.get(key, 0) + 1
+        report = {**data.summary(), "image_sizes_sampled": sizes}
+        for key, value in report.items():
+            self._say(f"{key}: {value}")
+        return report
+
+    def _check_model_name(self) -> None:
+        experiment = self._require_experiment()
+        name = experiment.config.model.model_name
+        capabilities = experiment.open_backend().capabilities()
+        prefix = capabilities.native_model_prefix
+        if name in capabilities.models or (prefix and str(name).startswith(prefix)):
+            return
+        from .errors import unknown_name
+        raise unknown_name("model", name, capabilities.models,
+                           f"backend '{experiment.backend_name}'",
+                           "See prototype.List_Models().")

@@ -1,0 +1,79 @@
+"""The on-disk layout: ``<root>/<project>/<experiment>/`` and ``<root>/comparison/<name>/``.
+
+The root is resolved to an absolute path once, when the facade is created, so that a later
+``os.chdir`` (common in notebooks) never sends files elsewhere.
+"""
+import os
+import re
+from pathlib import Path
+from typing import Optional, Union
+
+from .errors import ConfigError
+
+WORKSPACE_ENV = "XRAYPROTOTYPE_WORKSPACE"
+_VALID_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._+=@,-]*$")
+
+
+def resolve_root(workspace: Union[None, str, os.PathLike] = None) -> Path:
+    """The workspace root: the argument, else ``$XRAYPROTOTYPE_WORKSPACE``, else ``./workspace``."""
+    chosen = workspace or os.environ.get(WORKSPACE_ENV) or "workspace"
+    return Path(chosen).expanduser().resolve()
+
+
+def validate_name(name: str, what: str) -> str:
+    """Refuse names that could escape the workspace (separators, ``..``) or are empty.
+
+    Example:
+        >>> validate_name("Pneumonia", "project")
+        'Pneumonia'
+    """
+    if not isinstance(name, str) or not name.strip():
+        raise ConfigError(f"{what} name must be a non-empty string, got {name!r}.")
+    if "/" in name or "\\" in name or ".." in name or not _VALID_NAME.match(name):
+        raise ConfigError(
+            f"{what} name {name!r} is not allowed: use letters, digits, spaces and . _ - + = @ ,"
+            f" without '/', '\\' or '..' (it becomes a folder name), e.g. 'resnet18-224px'.")
+    return name
+
+
+class ExperimentPaths:
+    """Every path of one experiment; creating the object touches nothing on disk."""
+
+    def __init__(self, root: Path, project: str, experiment: str):
+        self.root = Path(root)
+        self.project = validate_name(project, "project")
+        self.experiment = validate_name(experiment, "experiment")
+        self.dir = self.root / project / experiment
+        self.state_file = self.dir / "experiment.json"
+        self.logs = self.dir / "logs"
+        self.models = self.dir / "models"
+        self.metrics_file = self.logs / "metrics.jsonl"
+        self.run_log = self.logs / "run.log"
+        self.cache = self.dir / "cache"
+
+    def model_stem(self, which: str) -> Path:
+        """``models/<which>``; the backend adds its own extension(s)."""
+        return self.models / which
+
+    def create(self) -> None:
+        for folder in (self.logs, self.models):
+            folder.mkdir(parents=True, exist_ok=True)
+
+    def exists(self) -> bool:
+        return self.state_file.is_file()
+
+
+def comparison_dir(root: Path, name: str) -> Path:
+    return Path(root) / "comparison" / validate_name(name, "comparison")
+
+
+def scratch_dir(root: Path, name: str, create: bool = True) -> Path:
+    """A folder inside the workspace for generated data (demo sets, subsets)."""
+    folder = Path(root) / "_data" / validate_name(name, "data")
+    if create:
+        folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def describe(paths: Optional[ExperimentPaths]) -> str:
+    return str(paths.dir) if paths else "<no experiment>"
