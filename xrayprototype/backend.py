@@ -130,7 +130,7 @@ def canonical_backend_name(name: str) -> str:
     for key, entry in REGISTRY.items():
         if lowered == key or lowered in entry.aliases:
             return key
-    raise unknown_name("backend", name, REGISTRY)
+    raise unknown_name("backend", name, [n for key, e in REGISTRY.items() for n in (key, *e.aliases)])
 
 
 def install_command(name: str) -> str:
@@ -153,6 +153,10 @@ def get_backend_class(name: str) -> Type[Backend]:
     """Import and return the Backend subclass registered as ``name``."""
     key = canonical_backend_name(name)
     entry = REGISTRY[key]
+    if importlib.util.find_spec(entry.module) is None:
+        raise BackendUnavailableError(
+            f"backend '{key}' is not part of this xrayprototype version (available: "
+            f"{', '.join(n for n in REGISTRY if importlib.util.find_spec(REGISTRY[n].module))}).")
     if not is_installed(key):
         raise BackendUnavailableError(
             f"backend '{key}' needs {entry.framework_module}, which is not installed here; "
