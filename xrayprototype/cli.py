@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(demo)
     demo.add_argument("--backend", default="pytorch")
     demo.add_argument("--model", default="resnet18")
-    demo.add_argument("--epochs", type=int, default=4)
+    demo.add_argument("--epochs", type=int, default=5)
     demo.add_argument("--input-size", type=int, default=64)
     return parser
 

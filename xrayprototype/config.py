@@ -40,9 +40,7 @@ class DataConfig:
     shuffle_data: bool = True
     num_workers: int = 2
     channels: int = 3
-    normalization: str = "auto"      # auto | none | imagenet | dataset | model
-    normalization_mean: Optional[List[float]] = None
-    normalization_std: Optional[List[float]] = None
+    normalization: str = "auto"      # auto (the model's own) | imagenet | inception | lite | dataset | none
     resize_mode: str = "stretch"     # stretch | center_crop
     cache_images: Union[str, bool] = "auto"
     on_corrupt: str = "skip"         # skip | error

@@ -15,12 +15,12 @@ from .workspace import resolve_root, scratch_dir
 def make_demo_data(workspace: Optional[str] = None, seed: int = 0) -> Path:
     """Write (or rewrite) the synthetic data set under ``<workspace>/_data/synthetic-chest-xray``."""
     folder = scratch_dir(resolve_root(workspace), "synthetic-chest-xray")
-    return make_synthetic_chest_xrays(folder, num_train_per_class=80, num_test_per_class=30,
+    return make_synthetic_chest_xrays(folder, num_train_per_class=100, num_test_per_class=30,
                                       image_size=128, seed=seed)
 
 
 def run_demo(workspace: Optional[str] = None, backend: str = "pytorch", model: str = "resnet18",
-             epochs: int = 4, input_size: int = 64, verbose: int = 1) -> Dict:
+             epochs: int = 5, input_size: int = 64, verbose: int = 1) -> Dict:
     """Train, evaluate and infer on the synthetic data; returns the figures."""
     data = make_demo_data(workspace)
     say = print if verbose else (lambda *_: None)

@@ -7,6 +7,7 @@ folder up to date.
 import logging
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -14,7 +15,7 @@ import numpy as np
 
 from . import state as st
 from .backend import Backend, create_backend, get_backend_class
-from .config import ExperimentConfig
+from .config import DataConfig, ExperimentConfig
 from .data import (BatchLoader, ImageRecords, ImageStore, Normalizer, TrainValData,
                    balanced_sample_weights, estimate_statistics, load_eval, load_train_val)
 from .data.transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -44,7 +45,10 @@ class Experiment:
         self.backend: Optional[Backend] = None
         self.data: Optional[TrainValData] = None
         self.eval_records: Optional[ImageRecords] = None
+        self.eval_data_config: Optional[DataConfig] = None   # eval_infer: the evaluation set
         self.model_ready = False
+        self.model_fresh = False     # built and not trained yet
+        self.show_progress = True
         self._stores: Dict[str, ImageStore] = {}
 
     # ----------------------------------------------------------------- persistence
@@ -87,17 +91,18 @@ class Experiment:
     def load_eval_data(self) -> ImageRecords:
         if not self.classes:
             raise ExperimentError("this experiment has no trained classes yet; train it first.")
-        self.eval_records = load_eval(self.config.data, self.classes)
+        self.eval_records = load_eval(self.eval_data_config or self.config.data, self.classes)
         self._stores.pop("eval", None)
         return self.eval_records
 
-    def _store(self, split: str, records: ImageRecords) -> ImageStore:
+    def _store(self, split: str, records: ImageRecords, on_corrupt: Optional[str] = None) -> ImageStore:
         data = self.config.data
-        key = (split, id(records), data.input_size, data.resize_mode, data.channels)
+        on_corrupt = on_corrupt or data.on_corrupt
+        key = (split, id(records), data.input_size, data.resize_mode, data.channels, on_corrupt)
         store = self._stores.get(split)
         if store is None or getattr(store, "key", None) != key:
             store = ImageStore(records, data.input_size, data.channels, data.resize_mode,
-                               data.cache_images, data.on_corrupt)
+                               data.cache_images, on_corrupt)
             store.key = key
             self._stores[split] = store
         return store
@@ -105,12 +110,15 @@ class Experiment:
     def normalizer(self) -> Normalizer:
         """The resolved normalisation, computed and persisted once per experiment."""
         saved = self.state.get("preprocessing", {})
-        if saved.get("input_size") == self.config.data.input_size and "mean" in saved:
+        requested = self.config.data.normalization
+        if "mean" in saved and saved.get("requested") == requested and \
+                saved.get("input_size") == self.config.data.input_size:
             return Normalizer(saved["mean"], saved["std"])
-        name = self.config.data.normalization
+        name = requested
         if name == "auto":
-            name = self.open_backend().capabilities().models[self.config.model.model_name].normalization \
-                if self.config.model.model_name in self.open_backend().capabilities().models else "imagenet"
+            models = self.open_backend().capabilities().models
+            name = models[self.config.model.model_name].normalization \
+                if self.config.model.model_name in models else "imagenet"
         if name == "dataset":
             mean, std = estimate_statistics(self._store("train", self.data.train),
                                             seed=self.config.train.seed)
@@ -118,17 +126,20 @@ class Experiment:
             mean, std = NORMALIZATIONS[name]
         else:
             raise unknown_name("normalization", name, list(NORMALIZATIONS) + ["auto", "dataset"])
-        self.state["preprocessing"] = {"normalization": name, "mean": mean, "std": std,
+        self.state["preprocessing"] = {"requested": requested, "normalization": name,
+                                       "mean": mean, "std": std,
                                        "input_size": self.config.data.input_size,
                                        "channels": self.config.data.channels,
                                        "resize_mode": self.config.data.resize_mode}
         return Normalizer(mean, std)
 
-    def loader(self, split: str, records: ImageRecords, training: bool = False) -> BatchLoader:
-        data, backend = self.config.data, self.open_backend()
+    def loader(self, split: str, records: ImageRecords, training: bool = False,
+               on_corrupt: Optional[str] = None) -> BatchLoader:
+        backend = self.open_backend()
+        data = self.eval_data_config if split == "eval" and self.eval_data_config else self.config.data
         weights = balanced_sample_weights(records.labels, len(self.classes)) \
             if training and data.weighted_sampling else None
-        return BatchLoader(self._store(split, records), data.batch_size, self.normalizer(),
+        return BatchLoader(self._store(split, records, on_corrupt), data.batch_size, self.normalizer(),
                            backend.capabilities().layout, shuffle=training and data.shuffle_data,
                            augmentation=data.augmentation if training else None,
                            seed=self.config.train.seed, num_workers=data.num_workers,
@@ -141,12 +152,11 @@ class Experiment:
         backend = self.open_backend()
         model_config = self.config.model
         if for_inference:
-            from dataclasses import replace
             model_config = replace(model_config, use_pretrained=False, model_path=None)
         backend.seed(self.config.train.seed)
         info = backend.build_model(model_config, len(self.classes), self.config.data.channels)
         self.state["model"] = dict(self.state.get("model", {}), name=model_config.model_name, **info)
-        self.model_ready = True
+        self.model_ready, self.model_fresh = True, not for_inference
         return info
 
     def class_weights(self) -> Optional[np.ndarray]:
@@ -178,11 +188,16 @@ class Experiment:
             if archived:
                 self.report(f"an earlier run of this experiment was moved to {archived}")
             self.state["training"], self.state["summary"], self.state["evaluation"] = {}, {}, {}
+        if not resume:
+            self.state.pop("preprocessing", None)      # resolved anew for a fresh run
         self.paths.create()
         history = History(self.paths.metrics_file)
         self.normalizer()
-        if not self.model_ready:
-            self.build_model(for_inference=resume)
+        if resume and not self.model_ready:
+            self.build_model(for_inference=True)
+        elif not resume and not self.model_fresh:
+            self.build_model()
+        self.model_fresh = False
         backend = self.backend
         backend.configure(resolved(self.config.optim), self.class_weights())
         train_loader = self.loader("train", self.data.train, training=True)
@@ -213,7 +228,9 @@ class Experiment:
             self.state["summary"] = self._summary(progress_now, history.read())
             self.save_state()
 
-        trainer = Trainer(backend, train_loader, val_loader, schedule, self.config.train,
+        train_config = replace(self.config.train,
+                               display_progress=self.config.train.display_progress and self.show_progress)
+        trainer = Trainer(backend, train_loader, val_loader, schedule, train_config,
                           checkpoint, self.report)
         backend.reset_peak_memory()
         try:
@@ -264,10 +281,10 @@ class Experiment:
                 "peak_gpu_bytes": max([r.get("gpu_bytes", 0) for r in train] or [0]) or None}
 
     # ----------------------------------------------------------------- evaluation
-    def predict_records(self, split: str, records: ImageRecords):
+    def predict_records(self, split: str, records: ImageRecords, on_corrupt: Optional[str] = None):
         """(probabilities, labels, indices) of every decodable image of ``records``."""
         probabilities, labels, indices = [], [], []
-        for batch in self.loader(split, records).epoch(0):
+        for batch in self.loader(split, records, on_corrupt=on_corrupt).epoch(0):
             probabilities.append(self.backend.predict(batch.images))
             labels.append(batch.labels)
             indices.append(batch.indices)
@@ -309,3 +326,12 @@ class Experiment:
         path = self.paths.logs / "predictions.csv"
         table.to_csv(path, index=False)
         return path
+
+    def predict_files(self, files: List[str]) -> np.ndarray:
+        """Class probabilities of image files, in order; an undecodable file raises."""
+        records = ImageRecords(list(files), [0] * len(files), self.classes)
+        try:
+            probabilities, _, _ = self.predict_records("infer", records, on_corrupt="error")
+        finally:
+            self._stores.pop("infer", None)
+        return probabilities

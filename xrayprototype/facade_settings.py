@@ -6,6 +6,8 @@ and ``experiment.json``, and whatever it invalidates (the data split, the model)
 when next needed. ``Reload()`` exists for Monk scripts but is never required.
 """
 import warnings
+from dataclasses import replace
+from pathlib import Path
 from typing import List, Optional, Sequence
 
 from .config import DataConfig
@@ -15,6 +17,13 @@ from .optim import LOSSES, OPTIMIZERS, SCHEDULES, checked_params
 _DATA_KEYS = {"split": "trainval_split", "num_processors": "num_workers"}
 _RESIZE_MODES = ("stretch", "center_crop")
 _CORRUPT_POLICIES = ("skip", "error")
+
+
+def _absolute(paths):
+    """Dataset paths are stored absolute, so a later change of directory changes nothing."""
+    if isinstance(paths, (list, tuple)):
+        return [_absolute(p) for p in paths]
+    return str(Path(paths).expanduser().resolve())
 
 
 def _positive_int(value, what: str) -> int:
@@ -47,6 +56,8 @@ class SettingsVerbs:
             if value is None:
                 continue
             key = _DATA_KEYS.get(key, key)
+            if key in ("dataset_path", "path_to_csv"):
+                value = _absolute(value)
             if not hasattr(data, key):
                 known = sorted(DataConfig.__dataclass_fields__)
                 raise ConfigError(f"unknown dataset option '{key}'; known options: {known}.")
@@ -85,10 +96,33 @@ class SettingsVerbs:
         Example:
             >>> gtf.Dataset_Params(dataset_path="chest_xray/train", input_size=224, batch_size=32)
         """
-        self._set_data(dataset_path=dataset_path, path_to_csv=path_to_csv, delimiter=delimiter,
-                       split=split, input_size=input_size, batch_size=batch_size,
-                       shuffle_data=shuffle_data, num_processors=num_processors, **options)
+        values = dict(dataset_path=dataset_path, path_to_csv=path_to_csv, delimiter=delimiter,
+                      split=split, input_size=input_size, batch_size=batch_size,
+                      shuffle_data=shuffle_data, num_processors=num_processors, **options)
+        if self._mode == "eval_infer":
+            self._set_eval_data(values)
+            return
+        self._set_data(**values)
         self._changed(data=True)
+
+    def _set_eval_data(self, values: dict) -> None:
+        """In eval_infer mode the folder is an evaluation set; the trained experiment's own
+        configuration (and its preprocessing) stays as it was saved."""
+        fixed = [k for k in ("split", "input_size", "shuffle_data", "normalization", "resize_mode",
+                             "channels", "augmentation") if values.get(k) is not None]
+        if fixed:
+            raise ConfigError(f"{fixed} are fixed by the trained model in eval_infer mode; "
+                              "only the evaluation data (dataset_path, path_to_csv, delimiter, "
+                              "batch_size, num_processors, on_corrupt) can change.")
+        experiment = self._require_experiment()
+        eval_config = replace(experiment.eval_data_config or experiment.config.data,
+                              path_to_csv=None)
+        for key, value in values.items():
+            if value is not None:
+                key = _DATA_KEYS.get(key, key)
+                setattr(eval_config, key, _absolute(value) if key in ("dataset_path", "path_to_csv") else value)
+        self._validate_data(eval_config)
+        experiment.eval_data_config, experiment.eval_records = eval_config, None
 
     def Model_Params(self, model_name: Optional[str] = None,
                      freeze_base_network: Optional[bool] = None, use_gpu: Optional[bool] = None,

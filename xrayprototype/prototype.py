@@ -15,7 +15,6 @@ from . import state as st
 from .backend import (DEFAULT_BACKEND, REGISTRY, canonical_backend_name, get_backend_class,
                       install_command, is_installed)
 from .config import ExperimentConfig
-from .data import ImageRecords
 from .data.sources import IMAGE_EXTENSIONS
 from .errors import ConfigError, ExperimentError
 from .experiment import Experiment
@@ -66,6 +65,7 @@ class prototype(SettingsVerbs):  # noqa: N801  (Monk's spelling is the public AP
         else:
             experiment = self._create(paths, backend, copy_from)
         self.experiment = experiment
+        experiment.show_progress = bool(self.verbose)
         self._attach_log(paths)
         self._say(f"experiment {paths.project}/{paths.experiment} ({experiment.backend_name}, "
                   f"{self._mode}) at {paths.dir}")
@@ -162,7 +162,7 @@ class prototype(SettingsVerbs):  # noqa: N801  (Monk's spelling is the public AP
         self.Dataset()
 
     # ------------------------------------------------------------------ expert mode
-    def Dataset(self) -> Union[Dict, ImageRecords]:
+    def Dataset(self) -> Dict:
         """Find and split the images set by ``Dataset_Params``; print a summary.
 
         In ``eval_infer`` mode the folder is read whole, as the evaluation set.
@@ -265,14 +265,7 @@ class prototype(SettingsVerbs):  # noqa: N801  (Monk's spelling is the public AP
             if not files:
                 raise ConfigError(f"folder '{img_dir}' holds no images.")
         experiment = self._weights_for_prediction()
-        records = ImageRecords([str(f) for f in files], [0] * len(files), experiment.classes)
-        saved_policy = experiment.config.data.on_corrupt
-        experiment.config.data.on_corrupt = "error"
-        try:
-            probabilities, _, _ = experiment.predict_records("infer", records)
-        finally:
-            experiment.config.data.on_corrupt = saved_policy
-            experiment._stores.pop("infer", None)
+        probabilities = experiment.predict_files([str(f) for f in files])
         results = [self._prediction(str(f), p, experiment.classes, return_raw)
                    for f, p in zip(files, probabilities)]
         for result in results:
@@ -340,6 +333,9 @@ class prototype(SettingsVerbs):  # noqa: N801  (Monk's spelling is the public AP
     def _check_model_name(self) -> None:
         experiment = self._require_experiment()
         name = experiment.config.model.model_name
+        if name is None:
+            raise ConfigError("no model chosen; call Model_Params(model_name='resnet18') or "
+                              "Default(..., model_name=...). See List_Models().")
         capabilities = experiment.open_backend().capabilities()
         prefix = capabilities.native_model_prefix
         if name in capabilities.models or (prefix and str(name).startswith(prefix)):

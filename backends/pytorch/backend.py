@@ -93,8 +93,8 @@ class PyTorchBackend(Backend):
 
     def build_model(self, config: ModelConfig, num_classes: int, channels: int) -> Dict:
         if channels != 3:
-            raise ConfigError(f"the pytorch backend feeds 3-channel images (grayscale X-rays are "
-                              "replicated); got channels={channels}.")
+            raise ConfigError("the pytorch backend feeds 3-channel images (grayscale X-rays are "
+                              f"replicated); got channels={channels}.")
         self.device = torch.device("cuda" if config.use_gpu and torch.cuda.is_available() else "cpu")
         model = create_model(config.model_name, num_classes, config.use_pretrained,
                              config.dropout, config.model_path)

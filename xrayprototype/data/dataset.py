@@ -1,6 +1,6 @@
 """Assemble training, validation and evaluation record sets from a DataConfig."""
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import List
 
 import numpy as np
 
