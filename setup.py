@@ -29,7 +29,9 @@ EXTRAS = {
 }
 EXTRAS["all"] = sorted({req for name in ("pytorch", "gluon", "keras", "dicom") for req in EXTRAS[name]})
 
-BACKEND_PACKAGES = ["xrayprototype.backends", "xrayprototype.backends.pytorch"]
+# every backends/<name>/ with an __init__.py becomes xrayprototype.backends.<name>
+BACKEND_DIRS = sorted(p.name for p in (HERE / "backends").iterdir() if (p / "__init__.py").is_file())
+BACKEND_PACKAGES = ["xrayprototype.backends"] + [f"xrayprototype.backends.{n}" for n in BACKEND_DIRS]
 
 setup(
     name="xrayprototype",
@@ -41,7 +43,7 @@ setup(
     python_requires=">=3.9",
     packages=["xrayprototype", "xrayprototype.data"] + BACKEND_PACKAGES,
     package_dir={"xrayprototype.backends": "backends",
-                 "xrayprototype.backends.pytorch": "backends/pytorch"},
+                 **{f"xrayprototype.backends.{n}": f"backends/{n}" for n in BACKEND_DIRS}},
     install_requires=CORE,
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["xrayprototype=xrayprototype.cli:main"]},
