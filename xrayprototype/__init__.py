@@ -9,6 +9,7 @@ Example:
     >>> gtf.Prototype("Pneumonia", "resnet18", backend="pytorch")
 """
 from ._version import __version__
+from .compare import compare
 from .prototype import prototype
 
-__all__ = ["__version__", "prototype"]
+__all__ = ["__version__", "compare", "prototype"]

@@ -1,0 +1,201 @@
+"""``compare``: side-by-side statistics of saved experiments (any backends, sizes, classes).
+
+It reads only what experiments saved (``experiment.json`` and ``logs/metrics.jsonl``) and never
+runs a model. Everything lands in ``<workspace>/comparison/<name>/``: one PNG per figure,
+``comparison.csv`` and an offline ``summary.html`` with the table and the plots embedded.
+
+Example:
+    >>> from xrayprototype import compare
+    >>> ctf = compare(verbose=1)
+    >>> ctf.Comparison("Backbones")
+    >>> ctf.Add_Experiment("Pneumonia", "resnet18")
+    >>> ctf.Add_Experiment("Pneumonia", "densenet121")
+    >>> table = ctf.Generate_Statistics()
+"""
+import base64
+import html
+import json
+from pathlib import Path
+from typing import Dict, List, Optional, Union
+
+from . import state as st
+from .errors import ExperimentError
+from .training import History
+from .workspace import ExperimentPaths, comparison_dir, resolve_root
+
+#: (column, axis label, scale) of the bar charts, drawn when at least one experiment has a value
+BAR_CHARTS = [
+    ("best_val_accuracy", "best validation accuracy", 1.0),
+    ("test_accuracy", "test accuracy", 1.0),
+    ("test_roc_auc", "test ROC-AUC", 1.0),
+    ("train_time_s", "training time (s)", 1.0),
+    ("seconds_per_epoch", "time per epoch (s)", 1.0),
+    ("peak_cpu_memory_mb", "peak CPU memory (MiB)", 1.0),
+    ("peak_gpu_memory_mb", "peak GPU memory (MiB)", 1.0),
+    ("num_parameters", "parameters (millions)", 1e-6),
+    ("eval_ms_per_image", "evaluation time per image (ms)", 1.0),
+]
+CURVES = [("train", "accuracy"), ("val", "accuracy"), ("train", "loss"), ("val", "loss")]
+
+
+def experiment_row(paths: ExperimentPaths) -> Dict:
+    """One table row from a saved experiment; a missing figure is None, never an error."""
+    state = st.read_state(paths.state_file)
+    config, summary = state.get("config", {}), state.get("summary", {})
+    evaluation, model = state.get("evaluation", {}), state.get("model", {})
+    mib = 1024 * 1024
+    row = {
+        "project": paths.project, "experiment": paths.experiment,
+        "backend": state.get("backend"), "model": config.get("model", {}).get("model_name"),
+        "status": state.get("status"), "classes": ",".join(state.get("classes", [])),
+        "input_size": config.get("data", {}).get("input_size"),
+        "batch_size": config.get("data", {}).get("batch_size"),
+        "optimizer": config.get("optim", {}).get("optimizer"),
+        "learning_rate": config.get("optim", {}).get("learning_rate"),
+        "num_train": state.get("dataset", {}).get("num_train"),
+        "epochs": summary.get("epochs_completed"), "best_epoch": summary.get("best_epoch"),
+        "best_val_accuracy": summary.get("best_val_accuracy"),
+        "best_val_loss": summary.get("best_val_loss"),
+        "best_val_roc_auc": summary.get("best_val_roc_auc"),
+        "final_train_accuracy": summary.get("final_train_accuracy"),
+        "train_time_s": summary.get("train_time_s"),
+        "seconds_per_epoch": summary.get("seconds_per_epoch"),
+        "train_images_per_s": summary.get("train_images_per_s"),
+        "peak_cpu_memory_mb": summary["peak_rss_bytes"] / mib if summary.get("peak_rss_bytes") else None,
+        "peak_gpu_memory_mb": summary["peak_gpu_bytes"] / mib if summary.get("peak_gpu_bytes") else None,
+        "num_parameters": model.get("num_parameters"),
+        "trainable_parameters": model.get("trainable_parameters"),
+        "test_accuracy": evaluation.get("accuracy"), "test_roc_auc": evaluation.get("roc_auc"),
+        "test_images": evaluation.get("num_images"),
+        "eval_ms_per_image": 1000 * evaluation["seconds"] / evaluation["num_images"]
+        if evaluation.get("seconds") and evaluation.get("num_images") else None,
+    }
+    for name, figures in (evaluation.get("per_class") or {}).items():
+        row[f"test_recall_{name}"] = figures.get("recall")
+    return row
+
+
+class compare:  # noqa: N801  (Monk's spelling is the public API)
+    """Collect experiments under a comparison name and generate their statistics."""
+
+    def __init__(self, verbose: int = 1, workspace: Union[None, str, Path] = None):
+        self.verbose = verbose
+        self.workspace_root = resolve_root(workspace)
+        self.name: Optional[str] = None
+        self.experiments: List[List[str]] = []
+
+    def _say(self, text: str) -> None:
+        if self.verbose:
+            print(text, flush=True)
+
+    @property
+    def folder(self) -> Path:
+        if self.name is None:
+            raise ExperimentError("no comparison is open; call Comparison('name') first.")
+        return comparison_dir(self.workspace_root, self.name)
+
+    def Comparison(self, comparison_name: str) -> None:
+        """Create or reopen ``comparison/<comparison_name>`` (its experiment list is kept)."""
+        self.name = comparison_name
+        listing = self.folder / "comparison.json"
+        self.experiments = json.loads(listing.read_text())["experiments"] if listing.exists() else []
+        self._say(f"comparison {comparison_name} at {self.folder} "
+                  f"({len(self.experiments)} experiments)")
+
+    def Add_Experiment(self, project_name: str, experiment_name: str) -> None:
+        """Add a saved experiment; it must exist (it need not have finished training)."""
+        paths = ExperimentPaths(self.workspace_root, project_name, experiment_name)
+        if not paths.exists():
+            raise ExperimentError(f"no experiment {project_name}/{experiment_name} under "
+                                  f"{self.workspace_root}; check the names and workspace=.")
+        if [project_name, experiment_name] not in self.experiments:
+            self.experiments.append([project_name, experiment_name])
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / "comparison.json").write_text(
+            json.dumps({"name": self.name, "experiments": self.experiments}, indent=2))
+
+    def Generate_Statistics(self):
+        """Write the plots, ``comparison.csv`` and ``summary.html``; return a DataFrame with
+        one row per experiment."""
+        import pandas as pd
+
+        if not self.experiments:
+            raise ExperimentError("the comparison has no experiments; Add_Experiment first.")
+        paths = [ExperimentPaths(self.workspace_root, p, e) for p, e in self.experiments]
+        table = pd.DataFrame([experiment_row(p) for p in paths])
+        histories = {f"{p.project}/{p.experiment}": History(p.metrics_file).read() for p in paths}
+        self.folder.mkdir(parents=True, exist_ok=True)
+        plots = _curve_plots(histories, self.folder) + _bar_plots(table, self.folder)
+        table.to_csv(self.folder / "comparison.csv", index=False)
+        _write_html(table, plots, self.folder / "summary.html", self.name)
+        self._say(f"comparison of {len(table)} experiments written to {self.folder}")
+        return table
+
+
+def _label(row) -> str:
+    return f"{row['project']}/{row['experiment']}"
+
+
+def _curve_plots(histories: Dict[str, List[Dict]], folder: Path) -> List[Path]:
+    from .plots import _pyplot
+
+    plt, written = _pyplot(), []
+    for split, metric in CURVES:
+        fig, axis = plt.subplots(figsize=(7, 4.5))
+        for label, records in histories.items():
+            points = [(r["epoch"], r[metric]) for r in records
+                      if r.get("split") == split and r.get(metric) is not None]
+            if points:
+                axis.plot(*zip(*points), marker="o", label=label)
+        axis.set_xlabel("epoch")
+        axis.set_ylabel(f"{split} {metric}")
+        axis.set_title(f"{split} {metric}")
+        axis.grid(alpha=0.3)
+        if axis.lines:
+            axis.legend(fontsize=8)
+        path = folder / f"{split}_{metric}.png"
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def _bar_plots(table, folder: Path) -> List[Path]:
+    from .plots import _pyplot
+
+    plt, written = _pyplot(), []
+    labels = [_label(row) for _, row in table.iterrows()]
+    for column, title, scale in BAR_CHARTS:
+        if column not in table or table[column].isna().all():
+            continue
+        values = [0.0 if v is None or v != v else v * scale for v in table[column]]
+        fig, axis = plt.subplots(figsize=(max(5, 1.3 * len(labels) + 2), 4))
+        bars = axis.bar(range(len(labels)), values, color="tab:blue")
+        axis.bar_label(bars, fmt="%.3g", fontsize=8)
+        axis.set_xticks(range(len(labels)), labels, rotation=25, ha="right", fontsize=8)
+        axis.set_title(title)
+        fig.tight_layout()
+        path = folder / f"{column}.png"
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def _write_html(table, plots: List[Path], path: Path, name: str) -> None:
+    images = "\n".join(
+        f'<figure><img alt="{p.stem}" src="data:image/png;base64,'
+        f'{base64.b64encode(p.read_bytes()).decode()}"><figcaption>{p.stem}</figcaption></figure>'
+        for p in plots)
+    page = f"""<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>Comparison {html.escape(name)}</title>
+<style>body{{font-family:sans-serif;margin:1.5em}} table{{border-collapse:collapse;font-size:12px}}
+td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}} figure{{display:inline-block;margin:6px}}
+img{{max-width:520px}}</style></head><body>
+<h1>Comparison: {html.escape(name)}</h1>
+{table.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.4g}")}
+<h2>Plots</h2>
+{images}
+</body></html>"""
+    path.write_text(page, encoding="utf-8")
