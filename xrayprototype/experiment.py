@@ -4,7 +4,6 @@ The facade (``prototype``) validates user input and calls this; this calls the b
 through the contract only, and keeps ``experiment.json`` and the files under the experiment
 folder up to date.
 """
-import logging
 import shutil
 import time
 from dataclasses import replace
@@ -23,8 +22,6 @@ from .errors import ConfigError, ExperimentError, TrainingDivergedError, unknown
 from .optim import LearningRateSchedule, balanced_class_weights, resolved
 from .training import History, Progress, Trainer, peak_rss_bytes, progress_from_dict
 from .workspace import ExperimentPaths
-
-LOG = logging.getLogger("xrayprototype")
 
 #: named normalisations: (mean, std) on the 0..1 scale
 NORMALIZATIONS = {
@@ -252,7 +249,7 @@ class Experiment:
     def _stop(self, status: str, reason: str) -> None:
         self.state["status"], self.state["training"]["stopped_because"] = status, reason
         self.save_state()
-        LOG.error(reason)
+        self.report(f"stopped: {reason}")
 
     def _skipped(self) -> Dict[str, str]:
         skipped = {}

@@ -7,7 +7,7 @@ Example:
     >>> gtf.Default(dataset_path="chest_xray/train", model_name="resnet18", num_epochs=5)
     >>> gtf.Train()
 """
-import logging
+import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -18,13 +18,12 @@ from .config import ExperimentConfig
 from .data.sources import IMAGE_EXTENSIONS
 from .errors import ConfigError, ExperimentError
 from .experiment import Experiment
+from .facade_analysis import AnalysisVerbs
 from .facade_settings import SettingsVerbs
 from .workspace import ExperimentPaths, resolve_root
 
-LOG = logging.getLogger("xrayprototype")
 
-
-class prototype(SettingsVerbs):  # noqa: N801  (Monk's spelling is the public API)
+class prototype(SettingsVerbs, AnalysisVerbs):  # noqa: N801  (Monk's spelling is the public API)
     """One experiment at a time: ``Prototype`` opens it, the other verbs act on it.
 
     Args:
@@ -38,7 +37,6 @@ class prototype(SettingsVerbs):  # noqa: N801  (Monk's spelling is the public AP
         self.workspace_root = resolve_root(workspace)
         self.experiment: Optional[Experiment] = None
         self._mode = "train"        # train | eval_infer | resume
-        self._log_handler: Optional[logging.Handler] = None
 
     # ------------------------------------------------------------------ opening
     def Prototype(self, project_name: str, experiment_name: str, backend: Optional[str] = None,
@@ -66,7 +64,7 @@ class prototype(SettingsVerbs):  # noqa: N801  (Monk's spelling is the public AP
             experiment = self._create(paths, backend, copy_from)
         self.experiment = experiment
         experiment.show_progress = bool(self.verbose)
-        self._attach_log(paths)
+        paths.logs.mkdir(parents=True, exist_ok=True)
         self._say(f"experiment {paths.project}/{paths.experiment} ({experiment.backend_name}, "
                   f"{self._mode}) at {paths.dir}")
         if self._mode == "eval_infer":
@@ -124,20 +122,14 @@ class prototype(SettingsVerbs):  # noqa: N801  (Monk's spelling is the public AP
         experiment.open_backend()
         return experiment
 
-    def _attach_log(self, paths: ExperimentPaths) -> None:
-        if self._log_handler is not None:
-            LOG.removeHandler(self._log_handler)
-            self._log_handler.close()
-        paths.logs.mkdir(parents=True, exist_ok=True)
-        self._log_handler = logging.FileHandler(paths.run_log, encoding="utf-8")
-        self._log_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        LOG.addHandler(self._log_handler)
-        LOG.setLevel(logging.INFO)
-
     def _say(self, text: str) -> None:
-        LOG.info(text)
+        """Print (when verbose) and append to the open experiment's ``logs/run.log``."""
         if self.verbose:
             print(text, flush=True)
+        if self.experiment is not None and self.experiment.paths.logs.is_dir():
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            with open(self.experiment.paths.run_log, "a", encoding="utf-8") as log:
+                log.write(f"{stamp} {text}\n")
 
     def _require_experiment(self) -> Experiment:
         if self.experiment is None:

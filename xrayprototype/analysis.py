@@ -1,0 +1,137 @@
+"""Run many experiments (one after another, or as tasks on a Ray cluster) and the Monk-style
+``Analyse_*`` hyper-parameter finders built on them.
+
+An :class:`ExperimentSpec` is plain data (JSON-able), so a Ray task receives it, runs a whole
+experiment through the facade in its own process and writes into the shared workspace; only a
+small result dict travels back. A failed experiment is reported with its error and the others
+complete.
+"""
+import os
+import shutil
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from .errors import ConfigError
+from .workspace import scratch_dir
+
+EXECUTORS = ("sequential", "ray")
+
+
+@dataclass
+class ExperimentSpec:
+    """Everything needed to train one experiment from scratch in any process.
+
+    ``config`` is an ``ExperimentConfig.to_dict()``; ``updates`` are facade calls applied after
+    it, e.g. ``[["update_learning_rate", [0.01]]]``.
+    """
+    project: str
+    experiment: str
+    backend: str
+    config: Dict[str, Any]
+    updates: List[List[Any]] = field(default_factory=list)
+    workspace: str = ""
+    threads: Optional[int] = None
+
+
+def run_spec(spec: Dict[str, Any]) -> Dict[str, Any]:
+    """Train one experiment described by ``asdict(ExperimentSpec)``; never raises."""
+    spec = ExperimentSpec(**spec)
+    started = time.perf_counter()
+    result = {"project": spec.project, "experiment": spec.experiment, "error": None,
+              "pid": os.getpid()}
+    try:
+        if spec.threads:
+            _limit_threads(spec.threads)
+        from .config import ExperimentConfig
+        from .prototype import prototype
+
+        gtf = prototype(verbose=0, workspace=spec.workspace)
+        gtf.Prototype(spec.project, spec.experiment, backend=spec.backend)
+        gtf.experiment.config = ExperimentConfig.from_dict(spec.config)
+        for verb, args, *keywords in spec.updates:
+            getattr(gtf, verb)(*args, **(keywords[0] if keywords else {}))
+        gtf.Dataset()
+        result["summary"] = gtf.Train()
+    except Exception as err:  # reported in the table, the other experiments go on
+        result["error"] = f"{type(err).__name__}: {err}"
+        result["traceback"] = traceback.format_exc(limit=5)
+    result["wall_s"] = time.perf_counter() - started
+    return result
+
+
+def _limit_threads(threads: int) -> None:
+    """Give a worker process its share of the cores (torch reads this when it is imported)."""
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[name] = str(threads)
+    try:
+        import torch
+        torch.set_num_threads(threads)
+    except ImportError:
+        pass
+
+
+def run_specs(specs: Sequence[ExperimentSpec], executor: str = "sequential",
+              address: Optional[str] = None, num_cpus: Optional[int] = None,
+              cpus_per_task: int = 1) -> List[Dict[str, Any]]:
+    """Run experiments; the results come back in the order of ``specs``.
+
+    Args:
+        executor: "sequential" (this process, default) or "ray" (one task per experiment).
+        address: a Ray cluster address ("ray://host:10001" or "auto"); None starts a local
+            Ray with ``num_cpus`` CPUs. The workspace must be on a filesystem every node shares.
+        cpus_per_task: CPUs (and framework threads) each experiment gets on Ray.
+    """
+    if executor not in EXECUTORS:
+        raise ConfigError(f"executor must be one of {EXECUTORS}, got {executor!r}.")
+    payloads = [asdict(spec) for spec in specs]
+    if executor == "sequential":
+        return [run_spec(p) for p in payloads]
+    return _run_on_ray(payloads, address, num_cpus, cpus_per_task)
+
+
+def _run_on_ray(payloads, address, num_cpus, cpus_per_task) -> List[Dict[str, Any]]:
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("executor='ray' needs Ray: pip install -c constraints.txt "
+                          "'xrayprototype[ray]'") from None
+    started_here = not ray.is_initialized()
+    if started_here:
+        options = {"address": address} if address else {"num_cpus": num_cpus}
+        ray.init(include_dashboard=False, log_to_driver=False, **options)
+    try:
+        task = ray.remote(num_cpus=cpus_per_task)(run_spec)
+        for payload in payloads:
+            payload["threads"] = cpus_per_task
+        return ray.get([task.remote(p) for p in payloads])
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def stratified_subset(records, percent: float, seed: int, name: str, workspace: Path) -> Path:
+    """Link (or copy) a seeded, stratified ``percent`` of ``records`` into a class-folder tree
+    inside the workspace; returns its root."""
+    if not 0 < percent <= 100:
+        raise ConfigError(f"percent_data must be in (0, 100], got {percent}.")
+    root = scratch_dir(workspace, f"{name}-subset")
+    shutil.rmtree(root)
+    rng = np.random.default_rng(seed)
+    for label, class_name in enumerate(records.classes):
+        members = np.flatnonzero(records.labels == label)
+        count = max(2, int(round(len(members) * percent / 100.0)))
+        folder = root / class_name
+        folder.mkdir(parents=True)
+        for index in sorted(rng.choice(members, size=min(count, len(members)), replace=False)):
+            source = Path(records.paths[index])
+            target = folder / source.name
+            try:
+                target.symlink_to(source)
+            except OSError:
+                shutil.copy2(source, target)
+    return root

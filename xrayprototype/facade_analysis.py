@@ -1,0 +1,143 @@
+"""The facade's ``Analyse_*`` finders (as in Monk): one short experiment per value, on a seeded
+stratified subset of the current data, then a comparison table.
+
+Example:
+    >>> gtf.Prototype("Pneumonia", "base"); gtf.Default(dataset_path="chest_xray/train",
+    ...                                                 model_name="resnet18", num_epochs=5)
+    >>> table = gtf.Analyse_Learning_Rates("lr", [1e-2, 1e-3, 1e-4], percent_data=20,
+    ...                                    num_epochs=1, executor="ray")
+"""
+import shutil
+from typing import Callable, List, Sequence
+
+import numpy as np
+
+from .analysis import ExperimentSpec, run_specs, stratified_subset
+from .errors import ConfigError
+from .workspace import ExperimentPaths, scratch_dir
+
+STATES = ("keep_all", "keep_none")
+
+
+class AnalysisVerbs:
+    """Mixed into ``prototype``; each verb returns a pandas DataFrame, one row per value."""
+
+    def _analyse(self, analysis_name: str, values: Sequence, label: Callable,
+                 updates: Callable, percent_data: float, num_epochs: int, state: str,
+                 executor: str, address) -> "object":
+        import pandas as pd
+
+        from .compare import compare
+        from .data import ImageRecords
+
+        if state not in STATES:
+            raise ConfigError(f"state must be one of {STATES}, got {state!r}.")
+        if not values:
+            raise ConfigError("give at least one value to analyse.")
+        experiment = self._require_experiment()
+        data = experiment.data or experiment.load_data()
+        records = ImageRecords(data.train.paths + data.val.paths,
+                               np.concatenate([data.train.labels, data.val.labels]),
+                               data.classes, data.train.groups + data.val.groups)
+        root = self.workspace_root
+        subset = stratified_subset(records, percent_data, experiment.config.train.seed,
+                                   analysis_name, root)
+        base = experiment.config.to_dict()
+        base["data"].update(dataset_path=str(subset), path_to_csv=None)
+        base["train"]["num_epochs"] = int(num_epochs)
+        specs = [ExperimentSpec(analysis_name, label(v), experiment.backend_name, base,
+                                updates(v), str(root)) for v in values]
+        self._say(f"{analysis_name}: {len(specs)} experiments on {percent_data}% of the data "
+                  f"({executor})")
+        results = run_specs(specs, executor=executor, address=address)
+        table = self._analysis_table(analysis_name, results, compare)
+        if state == "keep_none":
+            for spec in specs:
+                shutil.rmtree(ExperimentPaths(root, spec.project, spec.experiment).dir,
+                              ignore_errors=True)
+            shutil.rmtree(scratch_dir(root, f"{analysis_name}-subset", create=False),
+                          ignore_errors=True)
+        return table if table is not None else pd.DataFrame(results)
+
+    def _analysis_table(self, analysis_name: str, results: List[dict], compare):
+        ctf = compare(verbose=self.verbose, workspace=self.workspace_root)
+        ctf.Comparison(analysis_name)
+        for result in results:
+            paths = ExperimentPaths(self.workspace_root, result["project"], result["experiment"])
+            if paths.exists():
+                ctf.Add_Experiment(result["project"], result["experiment"])
+        if not ctf.experiments:
+            return None
+        table = ctf.Generate_Statistics()
+        errors = {r["experiment"]: r["error"] for r in results}
+        table["error"] = [errors.get(name) for name in table["experiment"]]
+        for result in results:
+            if result["error"]:
+                self._say(f"{result['experiment']} failed: {result['error']}")
+        return table
+
+    def Analyse_Learning_Rates(self, analysis_name: str, lr_list: Sequence[float],
+                               percent_data: float, num_epochs: int = 2,
+                               state: str = "keep_all", executor: str = "sequential",
+                               address=None):
+        """One experiment per learning rate (``update_learning_rate``)."""
+        return self._analyse(analysis_name, lr_list, lambda v: f"lr-{v:g}",
+                             lambda v: [["update_learning_rate", [float(v)]]],
+                             percent_data, num_epochs, state, executor, address)
+
+    def Analyse_Batch_Sizes(self, analysis_name: str, batch_size_list: Sequence[int],
+                            percent_data: float, num_epochs: int = 2, state: str = "keep_all",
+                            executor: str = "sequential", address=None):
+        """One experiment per batch size."""
+        return self._analyse(analysis_name, batch_size_list, lambda v: f"batch-{int(v)}",
+                             lambda v: [["update_batch_size", [int(v)]]],
+                             percent_data, num_epochs, state, executor, address)
+
+    def Analyse_Input_Sizes(self, analysis_name: str, input_size_list: Sequence[int],
+                            percent_data: float, num_epochs: int = 2, state: str = "keep_all",
+                            executor: str = "sequential", address=None):
+        """One experiment per input size."""
+        return self._analyse(analysis_name, input_size_list, lambda v: f"size-{int(v)}",
+                             lambda v: [["update_input_size", [int(v)]]],
+                             percent_data, num_epochs, state, executor, address)
+
+    def Analyse_Models(self, analysis_name: str, model_list: Sequence, percent_data: float,
+                       num_epochs: int = 2, state: str = "keep_all",
+                       executor: str = "sequential", address=None):
+        """One experiment per model: a name, or Monk's ``[name, freeze_base, use_pretrained]``."""
+        def as_params(v):
+            v = [v] if isinstance(v, str) else list(v)
+            keys = ("model_name", "freeze_base_network", "use_pretrained")
+            return dict(zip(keys, v))
+
+        return self._analyse(analysis_name, model_list,
+                             lambda v: "model-" + as_params(v)["model_name"].replace("/", "_"),
+                             lambda v: [["Model_Params", [], as_params(v)]],
+                             percent_data, num_epochs, state, executor, address)
+
+    def Analyse_Optimizers(self, analysis_name: str, optimizer_list: Sequence[str],
+                           percent_data: float, num_epochs: int = 2, state: str = "keep_all",
+                           executor: str = "sequential", address=None):
+        """One experiment per optimizer name (at the current learning rate)."""
+        rate = self._config().optim.learning_rate
+        return self._analyse(analysis_name, optimizer_list, lambda v: f"optimizer-{v}",
+                             lambda v: [[f"optimizer_{v}", [rate]]],
+                             percent_data, num_epochs, state, executor, address)
+
+    def Analyse_Trainval_Splits(self, analysis_name: str, split_list: Sequence[float],
+                                percent_data: float, num_epochs: int = 2,
+                                state: str = "keep_all", executor: str = "sequential",
+                                address=None):
+        """One experiment per training fraction of the train / validation split."""
+        return self._analyse(analysis_name, split_list, lambda v: f"split-{v:g}",
+                             lambda v: [["update_trainval_split", [float(v)]]],
+                             percent_data, num_epochs, state, executor, address)
+
+    def Analyse_Freeze_Base_Network(self, analysis_name: str, freeze_list: Sequence[bool],
+                                    percent_data: float, num_epochs: int = 2,
+                                    state: str = "keep_all", executor: str = "sequential",
+                                    address=None):
+        """Frozen base (only the head trains) against fine-tuning the whole network."""
+        return self._analyse(analysis_name, freeze_list, lambda v: f"freeze-{bool(v)}",
+                             lambda v: [["update_freeze_base_network", [bool(v)]]],
+                             percent_data, num_epochs, state, executor, address)
