@@ -87,7 +87,9 @@ class BatchLoader:
         self.sample_weights = sample_weights
 
     def __len__(self) -> int:
-        return -(-len(self.store.records) // self.batch_size)
+        count = len(self.store.records)
+        batches = -(-count // self.batch_size)
+        return batches - 1 if batches > 1 and count % self.batch_size == 1 else batches
 
     def epoch_order(self, epoch: int) -> np.ndarray:
         """The record indices of epoch ``epoch``, in the order they will be served."""
@@ -102,6 +104,9 @@ class BatchLoader:
         """Yield the batches of one epoch, decoding up to ``num_workers + 1`` batches ahead."""
         order = self.epoch_order(epoch)
         chunks = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        if len(chunks) > 1 and len(chunks[-1]) == 1:
+            # a batch of one image breaks BatchNorm in training: it joins the previous batch
+            chunks[-2:] = [np.concatenate(chunks[-2:])]
         ahead = self.num_workers + 1
         with ThreadPoolExecutor(self.num_workers, thread_name_prefix="xrp-data") as pool:
             pending = [pool.submit(self._make_batch, chunks[k], epoch, k)
