@@ -148,6 +148,7 @@ def _curve_plots(histories: Dict[str, List[Dict]], folder: Path) -> List[Path]:
             if points:
                 axis.plot(*zip(*points), marker="o", label=label)
         axis.set_xlabel("epoch")
+        axis.xaxis.get_major_locator().set_params(integer=True)
         axis.set_ylabel(f"{split} {metric}")
         axis.set_title(f"{split} {metric}")
         axis.grid(alpha=0.3)
@@ -194,7 +195,9 @@ def _write_html(table, plots: List[Path], path: Path, name: str) -> None:
 td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}} figure{{display:inline-block;margin:6px}}
 img{{max-width:520px}}</style></head><body>
 <h1>Comparison: {html.escape(name)}</h1>
+<div style="overflow-x:auto">
 {table.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.4g}")}
+</div>
 <h2>Plots</h2>
 {images}
 </body></html>"""

@@ -29,6 +29,7 @@ def training_curves(records: List[Dict], logs_dir: Path) -> List[Path]:
                 epochs, values = zip(*points)
                 axis.plot(epochs, values, marker="o", label=split)
         axis.set_xlabel("epoch")
+        axis.xaxis.get_major_locator().set_params(integer=True)
         axis.set_ylabel(label)
         axis.set_title(f"training and validation {label}")
         axis.grid(alpha=0.3)
