@@ -170,7 +170,7 @@ class Experiment:
 
     def load_weights(self, which: str = "best") -> None:
         stem = self.paths.model_stem(which)
-        if not any(self.paths.models.glob(f"{which}.*")):
+        if not any(self.paths.models.glob(f"{which}[.-]*")):
             raise ExperimentError(f"no saved '{which}' model in {self.paths.models}; the "
                                   "experiment has not completed an epoch yet.")
         self.open_backend().load(stem)

@@ -1,0 +1,178 @@
+"""GluonBackend: the MXNet Gluon calls of one experiment, nothing else."""
+import json
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+
+from xrayprototype.backend import Backend, Capabilities
+from xrayprototype.config import ModelConfig, OptimConfig
+from xrayprototype.errors import ConfigError, ExperimentError
+from xrayprototype.optim import LOSSES
+
+from ._compat import import_gluoncv, import_mxnet
+from .models import create_network, freeze_base, inferred_shapes, model_table
+from .optim import OPTIMIZER_NAMES, ClassificationLoss, create_optimizer, load_states, save_states
+
+mx = import_mxnet()
+autograd, nd = mx.autograd, mx.nd
+
+
+def _gpu_count() -> int:
+    try:
+        return mx.context.num_gpus()
+    except mx.base.MXNetError:
+        return 0
+
+
+class GluonBackend(Backend):
+    """``mxnet.gluon.model_zoo`` / gluoncv models trained with ``gluon.Trainer``; hybridized.
+
+    Models are saved as ``{stem}-symbol.json`` + ``{stem}-0000.params`` (``HybridBlock.export``,
+    loadable without any Python class through ``mx.gluon.SymbolBlock.imports``), a small
+    ``{stem}.json`` that says so, and the optimizer state as ``{stem}.states`` (an NDArray file).
+
+    Example:
+        >>> from xrayprototype import prototype
+        >>> gtf = prototype(verbose=1)
+        >>> gtf.Prototype("Pneumonia", "resnet18-gluon", backend="gluon")
+        >>> gtf.Default(dataset_path="data/train", model_name="resnet18", num_epochs=2)
+        >>> gtf.Train()
+    """
+
+    name = "gluon"
+
+    def __init__(self):
+        self.net = None
+        self.trainer: Optional[mx.gluon.Trainer] = None
+        self.loss_fn: Optional[ClassificationLoss] = None
+        self.ctx = mx.cpu()
+        self._peak_gpu_bytes = 0
+
+    @property
+    def model(self):
+        """The built ``HybridBlock`` (``None`` before ``build_model``)."""
+        return self.net
+
+    @classmethod
+    def framework_versions(cls) -> Dict[str, str]:
+        from importlib.metadata import PackageNotFoundError, version
+        try:
+            gluoncv = version("gluoncv")        # the distribution's; its __version__ says 0.11.0
+        except PackageNotFoundError:
+            gluoncv = import_gluoncv().__version__
+        return {"mxnet": mx.__version__, "gluoncv": gluoncv}
+
+    def capabilities(self) -> Capabilities:
+        devices = ("cpu", "gpu") if _gpu_count() else ("cpu",)
+        return Capabilities(model_table(), tuple(OPTIMIZER_NAMES), tuple(LOSSES), "NCHW",
+                            None, devices)
+
+    def build_model(self, config: ModelConfig, num_classes: int, channels: int) -> Dict:
+        if channels != 3:
+            raise ConfigError("the gluon backend feeds 3-channel images (grayscale X-rays are "
+                              f"replicated); got channels={channels}.")
+        self.ctx = mx.gpu(0) if config.use_gpu and _gpu_count() else mx.cpu()
+        net = create_network(config.model_name, num_classes, config.use_pretrained,
+                             config.dropout, config.model_path, self.ctx)
+        if config.freeze_base_network:
+            freeze_base(net)
+        self._shapes = inferred_shapes(net, 224, channels)
+        net.hybridize(static_alloc=True, static_shape=True)
+        self.net, self.trainer, self.loss_fn = net, None, None
+        return {"num_parameters": self._count(False), "trainable_parameters": self._count(True),
+                "device": str(self.ctx)}
+
+    def _count(self, trainable: bool) -> int:
+        """Learnable parameters (BatchNorm statistics excluded), as PyTorch counts them; a
+        layer sized by the input (VGG's first Dense) is counted at 224 x 224."""
+        shapes = self._shapes
+        params = [p for name, p in self.net.collect_params().items()
+                  if name in shapes["__arguments__"] and (not trainable or p.grad_req != "null")]
+        return int(sum(np.prod(shapes[p.name]) for p in params))
+
+    def configure(self, config: OptimConfig, class_weights: Optional[np.ndarray]) -> None:
+        optimizer = create_optimizer(config.optimizer, config.learning_rate,
+                                     config.optimizer_params)
+        trainable = [p for p in self.net.collect_params().values() if p.grad_req != "null"]
+        self.trainer = mx.gluon.Trainer(trainable, optimizer, kvstore=None)
+        self.loss_fn = ClassificationLoss(config.loss, config.loss_params, class_weights, self.ctx)
+
+    def set_learning_rate(self, learning_rate: float) -> None:
+        self.trainer.set_learning_rate(learning_rate)
+
+    def _arrays(self, images: np.ndarray, labels: Optional[np.ndarray] = None):
+        x = nd.array(images, ctx=self.ctx, dtype=np.float32)
+        y = None if labels is None else nd.array(labels, ctx=self.ctx, dtype=np.float32)
+        return x, y
+
+    def train_step(self, images: np.ndarray, labels: np.ndarray) -> Tuple[float, int]:
+        if self.trainer is None:
+            raise ExperimentError("train_step before configure(); the core configures the "
+                                  "optimizer and loss first.")
+        x, y = self._arrays(images, labels)
+        with autograd.record():
+            logits = self.net(x)
+            loss = self.loss_fn(logits, y)
+        loss.backward()
+        self.trainer.step(1)          # the loss is already the batch mean
+        correct = int((logits.argmax(axis=1) == y).sum().asscalar())
+        if self.ctx.device_type == "gpu":
+            free, total = mx.context.gpu_memory_info(self.ctx.device_id)
+            self._peak_gpu_bytes = max(self._peak_gpu_bytes, int(total - free))
+        return float(loss.asscalar()), correct
+
+    def eval_step(self, images: np.ndarray, labels: np.ndarray) -> Tuple[float, np.ndarray]:
+        x, y = self._arrays(images, labels)
+        logits = self.net(x)
+        loss_fn = self.loss_fn or ClassificationLoss("softmax_crossentropy", {}, None, self.ctx)
+        loss = float(loss_fn(logits, y).asscalar())
+        return loss, nd.softmax(logits, axis=1).asnumpy().astype(np.float64)
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        x, _ = self._arrays(images)
+        return nd.softmax(self.net(x), axis=1).asnumpy().astype(np.float64)
+
+    def save(self, stem: Path, with_optimizer: bool = False) -> List[Path]:
+        if not self.net._cached_graph:
+            raise ExperimentError("the gluon backend exports a network after it has run at "
+                                  "least one batch (its graph and input size come from it).")
+        self.net.export(str(stem), epoch=0)
+        written = [Path(f"{stem}-symbol.json"), Path(f"{stem}-0000.params"), Path(f"{stem}.json")]
+        written[2].write_text(json.dumps({      # also what the core's models/<which>.* looks for
+            "format": "mxnet HybridBlock.export", "symbol": written[0].name,
+            "params": written[1].name, "input": "data", "layout": "NCHW",
+            "reload": f"mx.gluon.SymbolBlock.imports('{written[0].name}', ['data'], "
+                      f"'{written[1].name}')", **self.framework_versions()}, indent=2))
+        if with_optimizer and self.trainer is not None:
+            save_states(self.trainer, f"{stem}.states")
+            written.append(Path(f"{stem}.states"))
+        return written
+
+    def load(self, stem: Path, with_optimizer: bool = False) -> None:
+        params = Path(f"{stem}-0000.params")
+        if not params.is_file():
+            raise ExperimentError(f"{params} does not exist; it is written by save({stem}).")
+        loaded = nd.load(str(params))
+        own = self.net.collect_params()
+        names = {key[4:] for key in loaded}
+        if names != set(own.keys()):
+            missing, extra = sorted(set(own.keys()) - names), sorted(names - set(own.keys()))
+            raise ExperimentError(f"{params.name} does not fit the built network (missing "
+                                  f"{missing[:3]}, unexpected {extra[:3]}); was it saved from "
+                                  "another model or class count?")
+        for key, value in loaded.items():
+            own[key[4:]]._load_init(value, self.ctx)
+        if with_optimizer:
+            load_states(self.trainer, f"{stem}.states", self.ctx)
+
+    def seed(self, seed: int) -> None:
+        mx.random.seed(int(seed))
+
+    def peak_memory(self) -> Dict[str, int]:
+        if self.ctx.device_type == "gpu":
+            return {"gpu_bytes": self._peak_gpu_bytes}
+        return {}
+
+    def reset_peak_memory(self) -> None:
+        self._peak_gpu_bytes = 0
