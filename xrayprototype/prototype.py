@@ -16,7 +16,7 @@ from .backend import (DEFAULT_BACKEND, REGISTRY, canonical_backend_name, get_bac
                       install_command, is_installed)
 from .config import ExperimentConfig
 from .data.sources import IMAGE_EXTENSIONS
-from .errors import ConfigError, ExperimentError
+from .errors import BackendUnavailableError, ConfigError, ExperimentError
 from .experiment import Experiment
 from .facade_analysis import AnalysisVerbs
 from .facade_settings import SettingsVerbs
@@ -294,7 +294,11 @@ class prototype(SettingsVerbs, AnalysisVerbs):  # noqa: N801  (Monk's spelling i
             if not is_installed(name):
                 self._say(f"{name}: not installed ({install_command(name)})")
                 continue
-            table[name] = sorted(get_backend_class(name)().capabilities().models)
+            try:
+                table[name] = sorted(get_backend_class(name)().capabilities().models)
+            except BackendUnavailableError as err:
+                self._say(f"{name}: unavailable ({err})")
+                continue
             self._say(f"{name}: {', '.join(table[name])}")
         return table
 
