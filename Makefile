@@ -3,7 +3,7 @@
 #   make test   - create .venv, install, run the test suite (what CI runs)
 PYTHON ?= python3
 VENV ?= .venv
-EXTRAS ?= pytorch,ray,dev
+EXTRAS ?= all,dev
 comma := ,
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))

@@ -23,6 +23,9 @@ from .optim import LearningRateSchedule, balanced_class_weights, resolved
 from .training import History, Progress, Trainer, peak_rss_bytes, progress_from_dict
 from .workspace import ExperimentPaths
 
+#: copy of experiment.json describing the run whose logs sit beside it
+RUN_STATE_SNAPSHOT = "run_state.json"
+
 #: named normalisations: (mean, std) on the 0..1 scale
 NORMALIZATIONS = {
     "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
@@ -49,10 +52,14 @@ class Experiment:
         self._stores: Dict[str, ImageStore] = {}
 
     # ----------------------------------------------------------------- persistence
-    def save_state(self) -> None:
+    def save_state(self, snapshot: bool = False) -> None:
+        """Write experiment.json; ``snapshot`` also keeps a copy describing this run in
+        ``logs/`` (it moves to ``archive/`` with the run's logs if the experiment is re-run)."""
         self.state["config"] = self.config.to_dict()
         self.state["backend"] = self.backend_name
         st.write_state(self.paths.state_file, self.state)
+        if snapshot and self.paths.logs.is_dir():
+            st.write_state(self.paths.logs / RUN_STATE_SNAPSHOT, self.state)
 
     def open_backend(self) -> Backend:
         if self.backend is None:
@@ -68,12 +75,18 @@ class Experiment:
         """Move an earlier run's models and logs to ``archive/<time>/``; nothing is deleted."""
         if not (self.paths.models.exists() and any(self.paths.models.iterdir())):
             return None
-        target = self.paths.dir / "archive" / time.strftime("%Y%m%d-%H%M%S")
-        target.mkdir(parents=True, exist_ok=True)
+        stamp, suffix = time.strftime("%Y%m%d-%H%M%S"), 0
+        target = self.paths.dir / "archive" / stamp
+        while target.exists():
+            suffix += 1
+            target = self.paths.dir / "archive" / f"{stamp}-{suffix}"
+        target.mkdir(parents=True)
         for folder in (self.paths.models, self.paths.logs):
             if folder.exists():
                 shutil.move(str(folder), str(target / folder.name))
-        if self.paths.state_file.exists():
+        if (target / "logs" / RUN_STATE_SNAPSHOT).exists():   # the state as that run left it
+            shutil.move(str(target / "logs" / RUN_STATE_SNAPSHOT), str(target / "experiment.json"))
+        elif self.paths.state_file.exists():
             shutil.copy2(self.paths.state_file, target / "experiment.json")
         return target
 
@@ -223,7 +236,7 @@ class Experiment:
             self.state["training"].update(progress=progress_now.__dict__.copy(),
                                           schedule=schedule.state_dict())
             self.state["summary"] = self._summary(progress_now, history.read())
-            self.save_state()
+            self.save_state(snapshot=True)
 
         train_config = replace(self.config.train,
                                display_progress=self.config.train.display_progress and self.show_progress)
@@ -243,12 +256,12 @@ class Experiment:
         self._plot_history(history)
         self.state["status"] = st.STATUS_TRAINED
         self.state["dataset"]["skipped_files"] = self._skipped()
-        self.save_state()
+        self.save_state(snapshot=True)
         return self.state["summary"]
 
     def _stop(self, status: str, reason: str) -> None:
         self.state["status"], self.state["training"]["stopped_because"] = status, reason
-        self.save_state()
+        self.save_state(snapshot=True)
         self.report(f"stopped: {reason}")
 
     def _skipped(self) -> Dict[str, str]:

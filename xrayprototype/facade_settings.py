@@ -51,7 +51,8 @@ class SettingsVerbs:
         experiment.save_state()
 
     def _set_data(self, **values) -> None:
-        data = self._config().data
+        """Apply dataset settings to a copy, validate it, and only then keep it."""
+        data = replace(self._config().data)
         for key, value in values.items():
             if value is None:
                 continue
@@ -63,6 +64,7 @@ class SettingsVerbs:
                 raise ConfigError(f"unknown dataset option '{key}'; known options: {known}.")
             setattr(data, key, value)
         self._validate_data(data)
+        self._config().data = data
 
     @staticmethod
     def _validate_data(data: DataConfig) -> None:
@@ -133,14 +135,20 @@ class SettingsVerbs:
         Example:
             >>> gtf.Model_Params(model_name="densenet121", freeze_base_network=True)
         """
-        model = self._config().model
+        config = self._config()
+        model = replace(config.model)
         for key, value in dict(model_name=model_name, freeze_base_network=freeze_base_network,
                                use_gpu=use_gpu, use_pretrained=use_pretrained,
                                model_path=model_path, dropout=dropout).items():
             if value is not None:
                 setattr(model, key, value)
-        if model.model_name is not None:
-            self._check_model_name()
+        previous, config.model = config.model, model
+        try:
+            if model.model_name is not None:
+                self._check_model_name()
+        except ConfigError:
+            config.model = previous          # a refused setting changes nothing
+            raise
         self._changed(model=True)
 
     def Training_Params(self, num_epochs: Optional[int] = None,

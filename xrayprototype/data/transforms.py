@@ -17,7 +17,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 def _affine_matrix(size: int, rng: np.random.Generator, aug: AugmentationConfig) -> np.ndarray:
     """A random 3x3 matrix mapping output pixel coordinates to input ones."""
-    center = (size - 1) / 2.0
+    center = size / 2.0      # Pillow's affine coordinates put pixel k's centre at k + 0.5
     angle = math.radians(rng.uniform(-aug.rotation, aug.rotation)) if aug.rotation else 0.0
     shear = math.radians(rng.uniform(-aug.shear, aug.shear)) if aug.shear else 0.0
     zoom = rng.uniform(1.0 - aug.zoom, 1.0 + aug.zoom) if aug.zoom else 1.0
