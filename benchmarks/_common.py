@@ -40,3 +40,48 @@ def save_result(name: str, payload: dict) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2))
     return path
+
+
+def make_images(root: Path, count: int) -> tuple:
+    """(train_dir, val_dir, description): ``count`` real Kermany training images (half per
+    class) and 32 validation images when ../shared is present, else the synthetic set."""
+    per_class = {"NORMAL": count // 2, "PNEUMONIA": count - count // 2}
+    train = kermany_subset(root / "train", per_class)
+    if train is not None:
+        val = kermany_subset(root / "val", {"NORMAL": 16, "PNEUMONIA": 16}, offset=1000)
+        return train, val, "kermany-224 (real)"
+    from xrayprototype.data.synthetic import make_synthetic_chest_xrays
+    data = make_synthetic_chest_xrays(root / "synthetic", count // 2, 16, image_size=224)
+    return data / "train", data / "test", "synthetic 224 px"
+
+
+def facade_run(train_dir: Path, val_dir: Path, size: int, epochs: int, workspace: Path,
+               backend: str = "pytorch", model: str = "resnet18", batch_size: int = 32) -> dict:
+    """Train through the facade (from scratch, whole network) and read its own epoch records.
+
+    Epoch 1 (decoding into the cache, warm-up) is reported apart; ``train_images_per_s`` is
+    the mean of the later epochs' training phase; ``end_to_end`` is Train()'s wall time,
+    validation and checkpoints included, per training image.
+    """
+    import json
+
+    import numpy as np
+
+    from xrayprototype import prototype
+
+    gtf = prototype(verbose=0, workspace=workspace)
+    gtf.Prototype("Bench", f"{backend}-{model}-{size}", backend=backend)
+    gtf.Default(dataset_path=[str(train_dir), str(val_dir)], model_name=model,
+                freeze_base_network=False, num_epochs=epochs, use_pretrained=False)
+    gtf.update_input_size(size)
+    gtf.update_batch_size(batch_size)
+    gtf.update_display_progress(False)
+    started = time.perf_counter()
+    gtf.Train()
+    wall = time.perf_counter() - started
+    lines = gtf.experiment.paths.metrics_file.read_text().splitlines()
+    train = [r for r in map(json.loads, lines) if r["split"] == "train"]
+    later = [r["images_per_s"] for r in train[1:] or train]
+    return {"train_images_per_s": float(np.mean(later)), "best_epoch_images_per_s": max(later),
+            "epoch1_images_per_s": train[0]["images_per_s"],
+            "end_to_end_images_per_s": train[0]["images"] * epochs / wall}

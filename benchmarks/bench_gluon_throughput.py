@@ -17,7 +17,6 @@ warm-up for both; the figures are the mean of the later epochs:
 The machine may be shared: run it on an idle machine for figures worth quoting.
 """
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -27,32 +26,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import save_result  # noqa: E402
-from bench_throughput import make_images  # noqa: E402  (same images as the PyTorch benchmark)
+from _common import facade_run, make_images, save_result  # noqa: E402
 
 BATCH = 32
-
-
-def facade_run(train_dir: Path, val_dir: Path, size: int, epochs: int, workspace: Path) -> dict:
-    from xrayprototype import prototype
-
-    gtf = prototype(verbose=0, workspace=workspace)
-    gtf.Prototype("Bench", f"gluon-resnet18-{size}", backend="gluon")
-    gtf.Default(dataset_path=[str(train_dir), str(val_dir)], model_name="resnet18",
-                freeze_base_network=False, num_epochs=epochs, use_pretrained=False)
-    gtf.update_input_size(size)
-    gtf.update_batch_size(BATCH)
-    gtf.update_display_progress(False)
-    started = time.perf_counter()
-    gtf.Train()
-    wall = time.perf_counter() - started
-    lines = gtf.experiment.paths.metrics_file.read_text().splitlines()
-    train = [r for r in map(json.loads, lines) if r["split"] == "train"]
-    later = train[1:] or train
-    return {"train_images_per_s": float(np.mean([r["images_per_s"] for r in later])),
-            "epoch1_images_per_s": train[0]["images_per_s"],
-            "end_to_end_images_per_s": train[0]["images"] * epochs / wall,
-            "later_epoch_seconds": float(np.mean([r["epoch_seconds"] for r in later]))}
 
 
 def _preload(train_dir: Path, size: int):
@@ -114,7 +90,7 @@ def main() -> None:
         train_dir, val_dir, source = make_images(Path(tmp) / "data", args.images)
         results.update(data=source, train_images=args.images, batch_size=BATCH, epochs=args.epochs)
         for size in args.sizes:
-            facade = facade_run(train_dir, val_dir, size, args.epochs, Path(tmp) / "ws")
+            facade = facade_run(train_dir, val_dir, size, args.epochs, Path(tmp) / "ws", "gluon")
             plain = plain_run(train_dir, size, args.epochs)
             row = {"facade": facade, "plain": plain,
                    "ratio_facade_to_plain": facade["train_images_per_s"] / plain["train_images_per_s"],

@@ -17,7 +17,6 @@ shared machine), and the facade's end-to-end rate (Train() wall time per image).
 so that load from other processes hits both alike.
 """
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -26,31 +25,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import save_result  # noqa: E402
-from bench_throughput import make_images  # noqa: E402  (same images as the PyTorch benchmark)
+from _common import facade_run, make_images, save_result  # noqa: E402
 
 MODEL = "resnet18"
-
-
-def facade_run(train_dir: Path, val_dir: Path, size: int, epochs: int, workspace: Path) -> dict:
-    from xrayprototype import prototype
-
-    gtf = prototype(verbose=0, workspace=workspace)
-    gtf.Prototype("Bench", f"keras-{MODEL}-{size}", backend="keras")
-    gtf.Default(dataset_path=[str(train_dir), str(val_dir)], model_name=MODEL,
-                freeze_base_network=False, num_epochs=epochs, use_pretrained=False)
-    gtf.update_input_size(size)
-    gtf.update_batch_size(32)
-    gtf.update_display_progress(False)
-    started = time.perf_counter()
-    gtf.Train()
-    wall = time.perf_counter() - started
-    lines = gtf.experiment.paths.metrics_file.read_text().splitlines()
-    train = [r for r in map(json.loads, lines) if r["split"] == "train"]
-    later = [r["images_per_s"] for r in train[1:] or train]
-    return {"train_images_per_s": float(np.mean(later)), "best_epoch_images_per_s": max(later),
-            "epoch1_images_per_s": train[0]["images_per_s"],
-            "end_to_end_images_per_s": train[0]["images"] * epochs / wall}
 
 
 def _preloaded(train_dir: Path, size: int):
@@ -117,7 +94,7 @@ def main() -> None:
             facades, plains = [], []
             for repeat in range(args.repeats):
                 facades.append(facade_run(train_dir, val_dir, size, args.epochs,
-                                          Path(tmp) / f"ws{repeat}"))
+                                          Path(tmp) / f"ws{repeat}", "keras", MODEL))
                 plains.append(plain_run(train_dir, size, args.epochs))
             facade = max(facades, key=lambda r: r["train_images_per_s"])
             plain = max(plains, key=lambda r: r["train_images_per_s"])

@@ -16,7 +16,6 @@ for both; the figures are the mean of the later epochs:
   its cache, to compare with the model's training rate (goal: >= 3x).
 """
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -25,41 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import kermany_subset, save_result  # noqa: E402
-
-
-def make_images(root: Path, count: int) -> tuple:
-    per_class = {"NORMAL": count // 2, "PNEUMONIA": count - count // 2}
-    train = kermany_subset(root / "train", per_class)
-    if train is not None:
-        val = kermany_subset(root / "val", {"NORMAL": 16, "PNEUMONIA": 16}, offset=1000)
-        return train, val, "kermany-224 (real)"
-    from xrayprototype.data.synthetic import make_synthetic_chest_xrays
-    data = make_synthetic_chest_xrays(root / "synthetic", count // 2, 16, image_size=224)
-    return data / "train", data / "test", "synthetic 224 px"
-
-
-def facade_run(train_dir: Path, val_dir: Path, size: int, epochs: int, workspace: Path) -> dict:
-    from xrayprototype import prototype
-
-    gtf = prototype(verbose=0, workspace=workspace)
-    gtf.Prototype("Bench", f"resnet18-{size}", backend="pytorch")
-    gtf.Default(dataset_path=[str(train_dir), str(val_dir)], model_name="resnet18",
-                freeze_base_network=False, num_epochs=epochs, use_pretrained=False)
-    gtf.update_input_size(size)
-    gtf.update_batch_size(32)
-    gtf.update_display_progress(False)
-    started = time.perf_counter()
-    gtf.Train()
-    wall = time.perf_counter() - started
-    lines = gtf.experiment.paths.metrics_file.read_text().splitlines()
-    train = [r for r in map(json.loads, lines) if r["split"] == "train"]
-    later = train[1:] or train
-    images = train[0]["images"]
-    return {"train_images_per_s": float(np.mean([r["images_per_s"] for r in later])),
-            "epoch1_images_per_s": train[0]["images_per_s"],
-            "end_to_end_images_per_s": images * epochs / wall,
-            "later_epoch_seconds": float(np.mean([r["epoch_seconds"] for r in later]))}
+from _common import facade_run, make_images, save_result  # noqa: E402
 
 
 def plain_run(train_dir: Path, size: int, epochs: int) -> dict:
