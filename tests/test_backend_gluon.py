@@ -237,3 +237,21 @@ def test_facade_flow_in_two_processes_matches_the_pytorch_tree(run_python, tmp_p
     logs = {p.name for p in (project / "resnet18-gluon" / "logs").iterdir()}
     assert logs >= {p.name for p in (project / "resnet18-pytorch" / "logs").iterdir()} - {
         "confusion_matrix.png", "roc.png", "predictions.csv"}
+
+
+def test_importing_gluoncv_keeps_truncated_images_reported_as_corrupt(tmp_path):
+    """gluoncv flips Pillow's global LOAD_TRUNCATED_IMAGES on import; the compat undoes it,
+    so a truncated X-ray is still reported instead of decoding as grey."""
+    from PIL import Image, ImageFile
+
+    from xrayprototype.backends.gluon._compat import import_gluoncv
+    from xrayprototype.data.decode import CorruptImageError, load_image
+
+    import_gluoncv()
+    import gluoncv.data  # noqa: F401  (the module that sets the flag)
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False
+    image = tmp_path / "x.jpeg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64), np.uint8)).save(image)
+    image.write_bytes(image.read_bytes()[:300])
+    with pytest.raises(CorruptImageError):
+        load_image(image, 32)

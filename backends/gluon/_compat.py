@@ -76,7 +76,16 @@ def import_mxnet() -> types.ModuleType:
 
 
 def import_gluoncv() -> types.ModuleType:
-    """Return the gluoncv module (its MXNet part), with the compat steps applied first."""
+    """Return the gluoncv module (its MXNet part), with the compat steps applied first.
+
+    Importing gluoncv sets Pillow's process-wide ``ImageFile.LOAD_TRUNCATED_IMAGES = True``
+    (in ``gluoncv.data.mhp``), which would make truncated X-rays decode silently as grey
+    instead of being reported as corrupt; the previous value is put back.
+    """
     apply()
+    from PIL import ImageFile
+
+    truncated_policy = ImageFile.LOAD_TRUNCATED_IMAGES
     import gluoncv
+    ImageFile.LOAD_TRUNCATED_IMAGES = truncated_policy
     return gluoncv
