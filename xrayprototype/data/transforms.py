@@ -79,11 +79,17 @@ class Normalizer:
         self._scale = (np.float32(1 / 255.0) / std).astype(np.float32)
         self._shift = (-mean / std).astype(np.float32)
 
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        """``batch`` is uint8 NHWC; the result is float32 NHWC."""
-        out = batch.astype(np.float32)
-        out *= self._scale
-        out += self._shift
+    def __call__(self, batch: np.ndarray, layout: str = "NHWC") -> np.ndarray:
+        """``batch`` is uint8 NHWC; the result is float32 in ``layout`` (NHWC or NCHW),
+        written in one pass (the transpose is folded into the multiply)."""
+        if layout == "NCHW":
+            source = batch.transpose(0, 3, 1, 2)
+            scale, shift = self._scale.reshape(-1, 1, 1), self._shift.reshape(-1, 1, 1)
+        else:
+            source, scale, shift = batch, self._scale, self._shift
+        out = np.empty(source.shape, dtype=np.float32)
+        np.multiply(source, scale, out=out, dtype=np.float32)
+        out += shift
         return out
 
     def describe(self) -> dict:
