@@ -85,3 +85,21 @@ def facade_run(train_dir: Path, val_dir: Path, size: int, epochs: int, workspace
     return {"train_images_per_s": float(np.mean(later)), "best_epoch_images_per_s": max(later),
             "epoch1_images_per_s": train[0]["images_per_s"],
             "end_to_end_images_per_s": train[0]["images"] * epochs / wall}
+
+
+def in_fresh_process(function, *args):
+    """Run one measurement in a new Python process, as a user's script would run: neither
+    loop inherits the other's memory, caches or thread pools."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
+        return pool.submit(function, *args).result()
+
+
+def mean_runs(runs: list) -> dict:
+    """Mean of each figure over repeated runs, except best-epoch figures: their maximum."""
+    import numpy as np
+
+    return {key: (max if key.startswith("best") else np.mean)([r[key] for r in runs])
+            for key in runs[0]}

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import facade_run, make_images, save_result  # noqa: E402
+from _common import facade_run, in_fresh_process, make_images, mean_runs, save_result  # noqa: E402
 
 
 def plain_run(train_dir: Path, size: int, epochs: int) -> dict:
@@ -87,22 +87,6 @@ def pipeline_run(train_dir: Path, size: int) -> dict:
     return {"pipeline_images_per_s": rates["decode"], "pipeline_cached_images_per_s": rates["cached"]}
 
 
-def in_fresh_process(function, *args):
-    """Run one measurement in a new Python process, as a user's script would run: neither
-    loop inherits the other's memory, caches or thread pools."""
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
-
-    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
-        return pool.submit(function, *args).result()
-
-
-def _mean_runs(runs: list) -> dict:
-    """Mean of each figure over repeated runs, except best-epoch figures: their maximum."""
-    return {key: (max if key.startswith("best") else np.mean)([r[key] for r in runs])
-            for key in runs[0]}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=256)
@@ -125,7 +109,7 @@ def main() -> None:
                 facades.append(in_fresh_process(facade_run, train_dir, val_dir, size,
                                                 args.epochs, Path(tmp) / f"ws{repeat}"))
                 plains.append(in_fresh_process(plain_run, train_dir, size, args.epochs))
-            facade, plain = _mean_runs(facades), _mean_runs(plains)
+            facade, plain = mean_runs(facades), mean_runs(plains)
             pipeline = pipeline_run(train_dir, size)
             row = {"facade": facade, "plain": plain, **pipeline, "repeats": args.repeats,
                    "ratio_facade_to_plain": facade["train_images_per_s"] / plain["train_images_per_s"],
