@@ -92,7 +92,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 224])
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=2,
+    parser.add_argument("--repeats", type=int, default=3,
                         help="alternate facade and plain runs this many times (load on the "
                              "machine then hits both alike); figures are means over them")
     args = parser.parse_args()
@@ -105,10 +105,14 @@ def main() -> None:
         results.update(data=source, train_images=args.images, batch_size=32, epochs=args.epochs)
         for size in args.sizes:
             facades, plains = [], []
-            for repeat in range(args.repeats):
-                facades.append(in_fresh_process(facade_run, train_dir, val_dir, size,
-                                                args.epochs, Path(tmp) / f"ws{repeat}"))
-                plains.append(in_fresh_process(plain_run, train_dir, size, args.epochs))
+            for repeat in range(args.repeats):     # alternate which side goes first
+                runs = [lambda: facades.append(in_fresh_process(
+                            facade_run, train_dir, val_dir, size, args.epochs,
+                            Path(tmp) / f"ws{repeat}")),
+                        lambda: plains.append(in_fresh_process(plain_run, train_dir, size,
+                                                               args.epochs))]
+                for run in (runs if repeat % 2 == 0 else runs[::-1]):
+                    run()
             facade, plain = mean_runs(facades), mean_runs(plains)
             pipeline = pipeline_run(train_dir, size)
             row = {"facade": facade, "plain": plain, **pipeline, "repeats": args.repeats,
