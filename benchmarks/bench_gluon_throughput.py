@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import facade_run, in_fresh_process, make_images, mean_runs, save_result  # noqa: E402
+from _common import (alternate, facade_run, in_fresh_process, make_images,  # noqa: E402
+                     mean_runs, save_result)
 
 BATCH = 32
 
@@ -79,7 +80,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=256)
     parser.add_argument("--sizes", type=int, nargs="+", default=[64, 224])
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     from xrayprototype.backend import get_backend_class
 
@@ -91,11 +92,11 @@ def main() -> None:
         train_dir, val_dir, source = make_images(Path(tmp) / "data", args.images)
         results.update(data=source, train_images=args.images, batch_size=BATCH, epochs=args.epochs)
         for size in args.sizes:
-            facades, plains = [], []
-            for repeat in range(args.repeats):     # alternate, each run in a fresh process
-                facades.append(in_fresh_process(facade_run, train_dir, val_dir, size,
-                                                args.epochs, Path(tmp) / f"ws{repeat}", "gluon"))
-                plains.append(in_fresh_process(plain_run, train_dir, size, args.epochs))
+            workspaces = (Path(tmp) / f"ws-{size}-{k}" for k in range(args.repeats))
+            facades, plains = alternate(
+                lambda: in_fresh_process(facade_run, train_dir, val_dir, size, args.epochs,
+                                         next(workspaces), "gluon"),
+                lambda: in_fresh_process(plain_run, train_dir, size, args.epochs), args.repeats)
             facade, plain = mean_runs(facades), mean_runs(plains)
             row = {"facade": facade, "plain": plain,
                    "ratio_facade_to_plain": facade["train_images_per_s"] / plain["train_images_per_s"],

@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import facade_run, in_fresh_process, make_images, mean_runs, save_result  # noqa: E402
+from _common import (alternate, facade_run, in_fresh_process, make_images,  # noqa: E402
+                     mean_runs, save_result)
 
 
 def plain_run(train_dir: Path, size: int, epochs: int) -> dict:
@@ -104,15 +105,11 @@ def main() -> None:
         train_dir, val_dir, source = make_images(Path(tmp) / "data", args.images)
         results.update(data=source, train_images=args.images, batch_size=32, epochs=args.epochs)
         for size in args.sizes:
-            facades, plains = [], []
-            for repeat in range(args.repeats):     # alternate which side goes first
-                runs = [lambda: facades.append(in_fresh_process(
-                            facade_run, train_dir, val_dir, size, args.epochs,
-                            Path(tmp) / f"ws{repeat}")),
-                        lambda: plains.append(in_fresh_process(plain_run, train_dir, size,
-                                                               args.epochs))]
-                for run in (runs if repeat % 2 == 0 else runs[::-1]):
-                    run()
+            workspaces = (Path(tmp) / f"ws-{size}-{k}" for k in range(args.repeats))
+            facades, plains = alternate(
+                lambda: in_fresh_process(facade_run, train_dir, val_dir, size, args.epochs,
+                                         next(workspaces)),
+                lambda: in_fresh_process(plain_run, train_dir, size, args.epochs), args.repeats)
             facade, plain = mean_runs(facades), mean_runs(plains)
             pipeline = pipeline_run(train_dir, size)
             row = {"facade": facade, "plain": plain, **pipeline, "repeats": args.repeats,
