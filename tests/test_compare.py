@@ -138,3 +138,16 @@ def test_analysis_on_local_ray_matches_sequential(bench):
     # same seeded subset, same seeded training: the same figures
     assert list(on_ray["best_val_accuracy"]) == pytest.approx(list(sequential["best_val_accuracy"]))
     assert (Path(workspace) / "lr-ray" / "lr-0.01" / "models" / "best.safetensors").exists()
+
+    # the local Ray stays up for the next call (warm workers), and a failed task is reported
+    import ray
+    from xrayprototype.analysis import ExperimentSpec, run_specs, shutdown_ray
+    try:
+        job = ray.get_runtime_context().get_job_id()
+        broken = ExperimentSpec("p", "e", "no-such-backend", {}, workspace=str(workspace))
+        [result] = run_specs([broken], executor="ray")
+        assert "no-such-backend" in result["error"]
+        assert ray.get_runtime_context().get_job_id() == job
+    finally:
+        shutdown_ray()
+    assert not ray.is_initialized()

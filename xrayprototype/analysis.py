@@ -94,24 +94,45 @@ def run_specs(specs: Sequence[ExperimentSpec], executor: str = "sequential",
     return _run_on_ray(payloads, address, num_cpus, cpus_per_task)
 
 
+# The local Ray this process started, and with how many CPUs: kept running between calls, so a
+# notebook pays Ray's start-up and each worker's framework import once (the workers stay warm).
+_local_ray: Dict[str, Any] = {}
+
+
 def _run_on_ray(payloads, address, num_cpus, cpus_per_task) -> List[Dict[str, Any]]:
     try:
         import ray
     except ImportError:
         raise ConfigError("executor='ray' needs Ray: pip install -c constraints.txt "
                           "'xrayprototype[ray]'") from None
-    started_here = not ray.is_initialized()
-    if started_here:
-        options = {"address": address} if address else {"num_cpus": num_cpus}
-        ray.init(include_dashboard=False, log_to_driver=False, **options)
-    try:
-        task = ray.remote(num_cpus=cpus_per_task)(run_spec)
-        for payload in payloads:
-            payload["threads"] = cpus_per_task
-        return ray.get([task.remote(p) for p in payloads])
-    finally:
-        if started_here:
-            ray.shutdown()
+    _connect_ray(ray, address, num_cpus)
+    task = ray.remote(num_cpus=cpus_per_task)(run_spec)
+    for payload in payloads:
+        payload["threads"] = cpus_per_task
+    return ray.get([task.remote(p) for p in payloads])
+
+
+def _connect_ray(ray, address: Optional[str], num_cpus: Optional[int]) -> None:
+    """Start (or reuse) a local Ray when ``address`` is None, else connect to that cluster.
+
+    A Ray the caller initialised is used as it is. A local Ray started here stays up for the
+    next call with the same ``num_cpus`` (it ends with the process, or with ``shutdown_ray()``)."""
+    wanted = {"address": address} if address else {"num_cpus": num_cpus}
+    if ray.is_initialized():
+        if not _local_ray or _local_ray == wanted:
+            return
+        ray.shutdown()                      # ours, but started for another request
+    ray.init(include_dashboard=False, log_to_driver=False, **wanted)
+    _local_ray.clear()
+    _local_ray.update(wanted)
+
+
+def shutdown_ray() -> None:
+    """Stop the Ray that ``executor="ray"`` started in this process (no-op otherwise)."""
+    if _local_ray:
+        import ray
+        ray.shutdown()
+        _local_ray.clear()
 
 
 def stratified_subset(records, percent: float, seed: int, name: str, workspace: Path) -> Path:

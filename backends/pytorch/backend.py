@@ -81,10 +81,15 @@ class PyTorchBackend(Backend):
 
     @classmethod
     def framework_versions(cls) -> Dict[str, str]:
-        import timm
+        from importlib.metadata import PackageNotFoundError, version
+
         from ._compat import import_torchvision
+        try:
+            timm_version = version("timm")      # metadata, not `import timm` (about 1 s)
+        except PackageNotFoundError:
+            timm_version = "not installed"
         return {"torch": torch.__version__, "torchvision": import_torchvision().__version__,
-                "timm": timm.__version__}
+                "timm": timm_version}
 
     def capabilities(self) -> Capabilities:
         devices = ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",)
