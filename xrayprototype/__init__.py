@@ -10,6 +10,7 @@ Example:
 """
 from ._version import __version__
 from .compare import compare
+from .ensemble import ensemble
 from .prototype import prototype
 
-__all__ = ["__version__", "compare", "prototype"]
+__all__ = ["__version__", "compare", "ensemble", "prototype"]

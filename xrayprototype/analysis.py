@@ -7,6 +7,7 @@ small result dict travels back. A failed experiment is reported with its error a
 complete.
 """
 import os
+import re
 import shutil
 import time
 import traceback
@@ -137,7 +138,9 @@ def shutdown_ray() -> None:
 
 def stratified_subset(records, percent: float, seed: int, name: str, workspace: Path) -> Path:
     """Link (or copy) a seeded, stratified ``percent`` of ``records`` into a class-folder tree
-    inside the workspace; returns its root."""
+    inside the workspace (in-memory records are written as PNG files); returns its root."""
+    from PIL import Image
+
     if not 0 < percent <= 100:
         raise ConfigError(f"percent_data must be in (0, 100], got {percent}.")
     root = scratch_dir(workspace, f"{name}-subset")
@@ -149,6 +152,10 @@ def stratified_subset(records, percent: float, seed: int, name: str, workspace: 
         folder = root / class_name
         folder.mkdir(parents=True)
         for index in sorted(rng.choice(members, size=min(count, len(members)), replace=False)):
+            if records.pixels is not None:          # in-memory rows (npz) become PNG files
+                file_name = re.sub(r"[^\w.-]+", "_", records.paths[index]) + ".png"
+                Image.fromarray(records.pixels[index].squeeze()).save(folder / file_name)
+                continue
             source = Path(records.paths[index])
             target = folder / source.name
             try:

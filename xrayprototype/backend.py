@@ -6,11 +6,18 @@ never branches on a backend's name: it calls the methods below, and reads differ
 when an experiment asks for them.
 
 Batches cross the boundary as numpy arrays: float32 images, already decoded, resized,
-augmented and normalised by the core, in the layout ``capabilities().layout``; int64 labels.
+augmented and normalised by the core, in the layout ``capabilities().layout``; int64 labels,
+or (mixup) float32 target distributions of shape (N, classes).
+
+Training recipes are the core's (``xrayprototype.recipes``): a backend only says in
+``capabilities()`` which framework mechanics it has (soft targets, layer freezing,
+discriminative learning rates), and the core refuses a recipe whose mechanics are missing.
 """
 import abc
 import importlib
 import importlib.util
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Type
@@ -18,7 +25,7 @@ from typing import Dict, List, Optional, Tuple, Type
 import numpy as np
 
 from .config import ModelConfig, OptimConfig
-from .errors import BackendUnavailableError, unknown_name
+from .errors import BackendUnavailableError, ConfigError, unknown_name
 
 
 @dataclass
@@ -40,6 +47,9 @@ class Capabilities:
     layout: str = "NCHW"                 # image layout of the batches it receives
     native_model_prefix: Optional[str] = None   # e.g. "timm/" accepts any timm model name
     devices: Tuple[str, ...] = ("cpu",)
+    soft_targets: bool = False           # train_step takes (N, classes) float targets (mixup)
+    layer_freezing: bool = False         # base_layers() / set_frozen_layers() (fine-tune stages)
+    discriminative_lr: bool = False      # configure() honours OptimConfig.base_lr_factor
 
 
 class Backend(abc.ABC):
@@ -65,7 +75,9 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def configure(self, config: OptimConfig, class_weights: Optional[np.ndarray]) -> None:
-        """Create the optimizer and the loss. The learning rate is set per step by the core."""
+        """Create the optimizer (over the parameters trainable now) and the loss. The learning
+        rate is set per step by the core; with ``capabilities().discriminative_lr`` the base
+        network's parameters then train at ``config.base_lr_factor`` times that rate."""
 
     @abc.abstractmethod
     def set_learning_rate(self, learning_rate: float) -> None:
@@ -73,7 +85,13 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def train_step(self, images: np.ndarray, labels: np.ndarray) -> Tuple[float, int]:
-        """One optimisation step; return (mean loss, number of correct predictions)."""
+        """One optimisation step; return (mean loss, number of correct predictions).
+
+        ``labels`` are int64 class indices (N,), or, with ``capabilities().soft_targets``,
+        float32 target distributions (N, classes) (mixup): the loss is then the cross-entropy
+        (or focal loss) against the distribution, label smoothing applies on top of it, a
+        sample's class weight is its target-weighted mean ``targets @ class_weights``, and a
+        prediction is correct when it is the target's dominant class."""
 
     @abc.abstractmethod
     def eval_step(self, images: np.ndarray, labels: np.ndarray) -> Tuple[float, np.ndarray]:
@@ -95,6 +113,35 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def seed(self, seed: int) -> None:
         """Seed the framework's random number generators (dropout, head initialisation)."""
+
+    def base_layers(self) -> List[str]:
+        """Names of the base network's layers that own parameters, input side first (the
+        new classification head excluded); ``set_frozen_layers`` counts these."""
+        raise ConfigError(f"backend '{self.name}' cannot freeze single layers (fine-tune "
+                          "stages and freeze_layers need it); use freeze_base_network, or a "
+                          "backend whose capabilities() has layer_freezing.")
+
+    def set_frozen_layers(self, count: int) -> Dict:
+        """Freeze the first ``count`` of ``base_layers()`` (frozen BatchNorm layers keep
+        their running statistics) and make every other layer, the head included, trainable;
+        the core calls ``configure`` afterwards. Return ``{"trainable_parameters": ...}``."""
+        self.base_layers()
+        raise NotImplementedError
+
+    def snapshot_weights(self):
+        """A copy of the model's weights (and normalisation statistics) that
+        ``restore_weights`` puts back, e.g. around a learning-rate range test. This default
+        goes through ``save`` / ``load`` in a temporary folder."""
+        folder = Path(tempfile.mkdtemp(prefix="xrayprototype-snapshot-"))
+        self.save(folder / "snapshot")
+        return folder
+
+    def restore_weights(self, snapshot) -> None:
+        """Put back the weights of ``snapshot_weights()`` (the snapshot is used up)."""
+        try:
+            self.load(Path(snapshot) / "snapshot")
+        finally:
+            shutil.rmtree(snapshot, ignore_errors=True)
 
     def peak_memory(self) -> Dict[str, int]:
         """Peak accelerator memory in bytes, e.g. ``{"gpu_bytes": ...}``; {} on CPU."""

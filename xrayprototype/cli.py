@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train a new experiment")
     _experiment_args(train)
-    train.add_argument("--dataset", required=True, help="folder of class sub-folders")
+    train.add_argument("--dataset", required=True,
+                       help="folder of class sub-folders, or a MedMNIST .npz (train + val splits)")
     train.add_argument("--csv", help="CSV of file,label rows (then --dataset is its image folder)")
     train.add_argument("--backend", default="pytorch")
     train.add_argument("--model", default="resnet18")
@@ -47,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="evaluate a trained experiment")
     _experiment_args(evaluate)
-    evaluate.add_argument("--dataset", required=True, help="folder of class sub-folders")
+    evaluate.add_argument("--dataset", required=True,
+                          help="folder of class sub-folders, or file.npz (its test split; "
+                               "file.npz:val for another)")
     evaluate.add_argument("--csv")
 
     infer = commands.add_parser("infer", help="predict images with a trained experiment")

@@ -34,6 +34,7 @@ BAR_CHARTS = [
     ("peak_gpu_memory_mb", "peak GPU memory (MiB)", 1.0),
     ("num_parameters", "parameters (millions)", 1e-6),
     ("eval_ms_per_image", "evaluation time per image (ms)", 1.0),
+    ("latency_ms_per_image", "inference latency, batch of 1 (ms per image)", 1.0),
 ]
 CURVES = [("train", "accuracy"), ("val", "accuracy"), ("train", "loss"), ("val", "loss")]
 
@@ -66,9 +67,11 @@ def experiment_row(paths: ExperimentPaths) -> Dict:
         "num_parameters": model.get("num_parameters"),
         "trainable_parameters": model.get("trainable_parameters"),
         "test_accuracy": evaluation.get("accuracy"), "test_roc_auc": evaluation.get("roc_auc"),
-        "test_images": evaluation.get("num_images"),
+        "test_pr_auc": evaluation.get("pr_auc"), "test_images": evaluation.get("num_images"),
+        "test_decision_rule": evaluation.get("decision_rule"), "test_tta": evaluation.get("tta"),
         "eval_ms_per_image": 1000 * evaluation["seconds"] / evaluation["num_images"]
         if evaluation.get("seconds") and evaluation.get("num_images") else None,
+        "latency_ms_per_image": model.get("latency_ms_per_image"),
     }
     for name, figures in (evaluation.get("per_class") or {}).items():
         row[f"test_recall_{name}"] = figures.get("recall")

@@ -46,7 +46,9 @@ class DataConfig:
     on_corrupt: str = "skip"         # skip | error
     group_pattern: Optional[str] = DEFAULT_GROUP_PATTERN
     group_column: Optional[str] = None
-    weighted_sampling: bool = False
+    class_names: Optional[List[str]] = None   # label order of an .npz file (folders name their own)
+    weighted_sampling: bool = False   # draw each epoch with replacement, classes equally likely
+    oversampling: bool = False        # repeat minority-class images until classes are balanced
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
 
 
@@ -59,6 +61,7 @@ class ModelConfig:
     model_path: Optional[str] = None
     use_gpu: bool = True
     dropout: float = 0.0
+    freeze_layers: Optional[int] = None   # first N base layers frozen (overrides freeze_base_network)
 
 
 @dataclass
@@ -72,6 +75,7 @@ class OptimConfig:
     loss: str = "softmax_crossentropy"
     loss_params: Dict[str, Any] = field(default_factory=dict)
     class_weights: Union[None, str, List[float]] = None   # None | "balanced" | one per class
+    base_lr_factor: float = 1.0      # the base network's learning rate = factor x the head's
 
 
 @dataclass
@@ -83,6 +87,9 @@ class TrainConfig:
     best_metric: str = "val_accuracy"     # a key of the epoch record; loss-like keys are minimised
     early_stopping_patience: Optional[int] = None
     save_intermediate_models: bool = False
+    mixup_alpha: float = 0.0              # 0: off; else lambda ~ Beta(alpha, alpha) per batch
+    progressive_resizing: Optional[List[List[int]]] = None   # [[size, epochs], ...]; last: input_size
+    fine_tune_frozen_epochs: int = 0      # > 0: train the head only for that many epochs, then all
 
 
 @dataclass

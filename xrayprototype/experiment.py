@@ -18,9 +18,12 @@ from .config import DataConfig, ExperimentConfig
 from .data import (BatchLoader, ImageRecords, ImageStore, Normalizer, TrainValData,
                    balanced_sample_weights, estimate_statistics, load_eval, load_train_val)
 from .data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from .errors import ConfigError, ExperimentError, TrainingDivergedError, unknown_name
+from .errors import (ConfigError, ExperimentError, TrainingDivergedError, XrayPrototypeError,
+                     unknown_name)
 from .optim import LearningRateSchedule, balanced_class_weights, resolved
-from .training import History, Progress, Trainer, peak_rss_bytes, progress_from_dict
+from .recipes import FREEZE_BASE, TrainingPlan
+from .training import (EpochSetup, History, Progress, Trainer, peak_rss_bytes,
+                       progress_from_dict)
 from .workspace import ExperimentPaths
 
 #: copy of experiment.json describing the run whose logs sit beside it
@@ -105,13 +108,14 @@ class Experiment:
         self._stores.pop("eval", None)
         return self.eval_records
 
-    def _store(self, split: str, records: ImageRecords, on_corrupt: Optional[str] = None) -> ImageStore:
+    def _store(self, split: str, records: ImageRecords, on_corrupt: Optional[str] = None,
+               size: Optional[int] = None) -> ImageStore:
         data = self.config.data
-        on_corrupt = on_corrupt or data.on_corrupt
-        key = (split, id(records), data.input_size, data.resize_mode, data.channels, on_corrupt)
+        on_corrupt, size = on_corrupt or data.on_corrupt, size or data.input_size
+        key = (split, id(records), size, data.resize_mode, data.channels, on_corrupt)
         store = self._stores.get(split)
         if store is None or getattr(store, "key", None) != key:
-            store = ImageStore(records, data.input_size, data.channels, data.resize_mode,
+            store = ImageStore(records, size, data.channels, data.resize_mode,
                                data.cache_images, on_corrupt)
             store.key = key
             self._stores[split] = store
@@ -144,16 +148,18 @@ class Experiment:
         return Normalizer(mean, std)
 
     def loader(self, split: str, records: ImageRecords, training: bool = False,
-               on_corrupt: Optional[str] = None) -> BatchLoader:
+               on_corrupt: Optional[str] = None, size: Optional[int] = None) -> BatchLoader:
+        """Batches of ``records`` at ``size`` (default: the experiment's input size)."""
         backend = self.open_backend()
         data = self.eval_data_config if split == "eval" and self.eval_data_config else self.config.data
         weights = balanced_sample_weights(records.labels, len(self.classes)) \
             if training and data.weighted_sampling else None
-        return BatchLoader(self._store(split, records, on_corrupt), data.batch_size, self.normalizer(),
-                           backend.capabilities().layout, shuffle=training and data.shuffle_data,
+        return BatchLoader(self._store(split, records, on_corrupt, size), data.batch_size,
+                           self.normalizer(), backend.capabilities().layout,
+                           shuffle=training and data.shuffle_data,
                            augmentation=data.augmentation if training else None,
                            seed=self.config.train.seed, num_workers=data.num_workers,
-                           sample_weights=weights)
+                           sample_weights=weights, oversample=training and data.oversampling)
 
     # ----------------------------------------------------------------- model
     def build_model(self, for_inference: bool = False) -> Dict:
@@ -191,8 +197,12 @@ class Experiment:
     # ----------------------------------------------------------------- training
     def train(self, resume: bool = False) -> Dict:
         """Run (or continue) the epoch loop; persist models, history, plots and state."""
+        plan = self.training_plan()                    # inconsistent recipes fail here
         if self.data is None:
             self.load_data()
+        if self.state.pop("decision_threshold", None):
+            self.report("the decision threshold was chosen for the earlier weights and is "
+                        "removed; choose one again with Select_Threshold() after training")
         if not resume and self.state.get("status") != st.STATUS_CREATED:
             archived = self.archive_previous_run()
             if archived:
@@ -209,15 +219,15 @@ class Experiment:
             self.build_model()
         self.model_fresh = False
         backend = self.backend
-        backend.configure(resolved(self.config.optim), self.class_weights())
-        train_loader = self.loader("train", self.data.train, training=True)
-        val_loader = self.loader("val", self.data.val)
+        self.probe_input_sizes(plan.sizes)
+        progress = progress_from_dict(self.state["training"].get("progress")) if resume \
+            else Progress()
+        frozen = self.enter_stage(plan, progress.epoch_completed)
+        setup = self.epoch_setup(plan, progress.epoch_completed)
         optim = self.config.optim
         schedule = LearningRateSchedule(optim.schedule, optim.learning_rate, optim.schedule_params,
-                                        self.config.train.num_epochs, len(train_loader))
-        progress = Progress()
+                                        self.config.train.num_epochs, len(setup.train_loader))
         if resume:
-            progress = progress_from_dict(self.state["training"].get("progress"))
             backend.load(self.paths.model_stem("resume"), with_optimizer=True)
             schedule.load_state_dict(self.state["training"].get("schedule", {}))
             history.keep_until(progress.epoch_completed)
@@ -238,10 +248,16 @@ class Experiment:
             self.state["summary"] = self._summary(progress_now, history.read())
             self.save_state(snapshot=True)
 
+        def prepare_epoch(epoch: int) -> EpochSetup:
+            nonlocal frozen
+            if plan.frozen_layers(epoch) != frozen:       # the next fine-tune stage
+                frozen = self.enter_stage(plan, epoch)
+            return self.epoch_setup(plan, epoch)
+
         train_config = replace(self.config.train,
                                display_progress=self.config.train.display_progress and self.show_progress)
-        trainer = Trainer(backend, train_loader, val_loader, schedule, train_config,
-                          checkpoint, self.report)
+        trainer = Trainer(backend, setup.train_loader, setup.val_loader, schedule, train_config,
+                          checkpoint, self.report, prepare_epoch)
         backend.reset_peak_memory()
         try:
             trainer.run(progress)
@@ -254,10 +270,63 @@ class Experiment:
             raise
         backend.save(self.paths.model_stem("last"))
         self._plot_history(history)
+        self.measure_latency()
         self.state["status"] = st.STATUS_TRAINED
         self.state["dataset"]["skipped_files"] = self._skipped()
         self.save_state(snapshot=True)
         return self.state["summary"]
+
+    def training_plan(self) -> TrainingPlan:
+        """The recipes' epoch plan, checked against the settings and the backend."""
+        plan = TrainingPlan(self.config)
+        plan.check_backend(self.open_backend().capabilities(), self.backend_name,
+                           self.config.model.model_name)
+        return plan
+
+    def probe_input_sizes(self, sizes: List[int]) -> None:
+        """Progressive resizing: try the built model at every size first (one image of
+        zeros), so that a size it cannot take fails before training, with its name."""
+        backend, channels = self.backend, self.config.data.channels
+        for size in sorted(set(sizes), reverse=True) if len(set(sizes)) > 1 else []:
+            shape = (1, channels, size, size) if backend.capabilities().layout == "NCHW" \
+                else (1, size, size, channels)
+            try:
+                backend.predict(np.zeros(shape, np.float32))
+            except Exception as err:  # noqa: BLE001  (each framework words it differently)
+                raise ConfigError(
+                    f"model '{self.config.model.model_name}' on backend '{self.backend_name}' "
+                    f"does not take {size}x{size} inputs, which progressive resizing asks for "
+                    f"({type(err).__name__}: {str(err)[:300]}); use sizes it takes, or a model "
+                    "whose input size can change.") from err
+
+    def enter_stage(self, plan: TrainingPlan, epoch: int):
+        """Freeze what ``plan`` freezes at 0-based ``epoch`` and create the optimizer over the
+        parameters that train then; returns the plan's frozen-layers value."""
+        frozen = plan.frozen_layers(epoch)
+        if frozen is not None:
+            layers = self.backend.base_layers()
+            count = len(layers) if frozen == FREEZE_BASE else int(frozen)
+            if count > len(layers):
+                raise ConfigError(
+                    f"freeze_layers={count}, but model '{self.config.model.model_name}' has "
+                    f"{len(layers)} base layers on backend '{self.backend_name}' (from "
+                    f"{layers[0]!r} to {layers[-1]!r}); use update_freeze_layers(n) with n <= "
+                    f"{len(layers)}.")
+            info = self.backend.set_frozen_layers(count)
+            self.state["model"]["trainable_parameters"] = info["trainable_parameters"]
+            self.report(f"from epoch {epoch + 1}: {count} of {len(layers)} base layers frozen, "
+                        f"{info['trainable_parameters']:,} parameters train")
+        self.backend.configure(resolved(self.config.optim), self.class_weights())
+        return frozen
+
+    def epoch_setup(self, plan: TrainingPlan, epoch: int) -> EpochSetup:
+        """Loaders at the epoch's input size, what its records note, and whether it may
+        become the best model (only epochs at the final, inference size)."""
+        size = plan.input_size(epoch)
+        return EpochSetup(self.loader("train", self.data.train, training=True, size=size),
+                          self.loader("val", self.data.val, size=size),
+                          plan.record_fields(epoch), plan.stage(epoch).final_size,
+                          plan.describe(epoch))
 
     def _stop(self, status: str, reason: str) -> None:
         self.state["status"], self.state["training"]["stopped_because"] = status, reason
@@ -281,7 +350,8 @@ class Experiment:
         return {"best_metric": self.config.train.best_metric, "best_value": progress.best_value,
                 "best_epoch": progress.best_epoch, "epochs_completed": progress.epoch_completed,
                 "best_val_accuracy": best.get("accuracy"), "best_val_loss": best.get("loss"),
-                "best_val_roc_auc": best.get("roc_auc"),
+                "best_val_roc_auc": best.get("roc_auc"), "best_input_size": best.get("input_size"),
+                "final_input_size": train[-1].get("input_size") if train else None,
                 "final_train_accuracy": train[-1]["accuracy"] if train else None,
                 "final_train_loss": train[-1]["loss"] if train else None,
                 "train_time_s": progress.train_time_s,
@@ -291,57 +361,113 @@ class Experiment:
                 "peak_gpu_bytes": max([r.get("gpu_bytes", 0) for r in train] or [0]) or None}
 
     # ----------------------------------------------------------------- evaluation
-    def predict_records(self, split: str, records: ImageRecords, on_corrupt: Optional[str] = None):
-        """(probabilities, labels, indices) of every decodable image of ``records``."""
+    def predict_records(self, split: str, records: ImageRecords, on_corrupt: Optional[str] = None,
+                        tta: bool = False):
+        """(probabilities, labels, indices) of every decodable image of ``records``; with
+        ``tta`` the mean over each image and its horizontal mirror image."""
+        from .evaluation import predict_with_tta
+
         probabilities, labels, indices = [], [], []
-        for batch in self.loader(split, records, on_corrupt=on_corrupt).epoch(0):
-            probabilities.append(self.backend.predict(batch.images))
+        loader = self.loader(split, records, on_corrupt=on_corrupt)
+        for batch in loader.epoch(0):
+            probabilities.append(predict_with_tta(self.backend.predict, batch.images, loader.layout)
+                                 if tta else self.backend.predict(batch.images))
             labels.append(batch.labels)
             indices.append(batch.indices)
         if not probabilities:
             raise ExperimentError(f"no image of {records.origin} could be decoded.")
         return np.concatenate(probabilities), np.concatenate(labels), np.concatenate(indices)
 
-    def evaluate(self) -> Dict:
-        """Metrics on the evaluation records; saves plots, predictions CSV and state."""
-        from .metrics import classification_metrics, monk_per_class
-        from .plots import confusion_matrix_plot, roc_plot
+    def evaluate(self, tta: bool = False) -> Dict:
+        """Metrics on the evaluation records (with the decision threshold when one is set);
+        saves plots, predictions CSV, latency and state."""
+        from .evaluation import evaluate_predictions
 
         records = self.eval_records
         started = time.perf_counter()
-        probabilities, labels, indices = self.predict_records("eval", records)
+        probabilities, labels, indices = self.predict_records("eval", records, tta=tta)
         seconds = time.perf_counter() - started
-        metrics = classification_metrics(labels, probabilities, self.classes)
-        metrics["monk_per_class"] = monk_per_class(labels, probabilities.argmax(1), self.classes)
+        metrics = evaluate_predictions(probabilities, labels, [records.paths[i] for i in indices],
+                                       self.classes, self.paths.logs, self.decision_threshold, tta)
         metrics.update(dataset=records.origin, seconds=seconds,
                        skipped_files=dict(self._stores["eval"].skipped))
-        self.paths.logs.mkdir(parents=True, exist_ok=True)
-        confusion_matrix_plot(metrics["confusion_matrix"], self.classes,
-                              self.paths.logs / "confusion_matrix.png")
-        if metrics["roc_auc"] is not None:
-            roc_plot(labels, probabilities, self.classes, self.paths.logs / "roc.png")
-        self._write_predictions(records, probabilities, labels, indices)
         self.state["evaluation"] = metrics
+        if "latency_ms_per_image" not in self.state.get("model", {}):
+            self.measure_latency()
         self.save_state()
         return metrics
 
-    def _write_predictions(self, records, probabilities, labels, indices) -> Path:
-        import pandas as pd
-
-        table = pd.DataFrame({"file": [records.paths[i] for i in indices],
-                              "true_label": [self.classes[k] for k in labels],
-                              "predicted_label": [self.classes[k] for k in probabilities.argmax(1)]})
-        for k, name in enumerate(self.classes):
-            table[f"p_{name}"] = probabilities[:, k]
-        path = self.paths.logs / "predictions.csv"
-        table.to_csv(path, index=False)
-        return path
-
-    def predict_files(self, files: List[str]) -> np.ndarray:
+    def predict_files(self, files: List[str], tta: bool = False) -> np.ndarray:
         """Class probabilities of image files, in order; an undecodable file raises."""
         records = ImageRecords(list(files), [0] * len(files), self.classes)
         try:
-            probabilities, _, _ = self.predict_records("infer", records, on_corrupt="error")
+            probabilities, _, _ = self.predict_records("infer", records, on_corrupt="error",
+                                                       tta=tta)
         finally:
             self._stores.pop("infer", None)
         return probabilities
+
+    def measure_latency(self) -> Dict:
+        """Median inference time of one image at the experiment's input size (batch of 1,
+        after warm-up), stored in ``state["model"]``."""
+        from .evaluation import measure_latency
+
+        backend = self.open_backend()
+        size, channels = self.config.data.input_size, self.config.data.channels
+        shape = (1, channels, size, size) if backend.capabilities().layout == "NCHW" \
+            else (1, size, size, channels)
+        latency = measure_latency(backend.predict, shape)
+        model = self.state.setdefault("model", {})
+        model["latency_ms_per_image"] = latency.pop("latency_ms_per_image")
+        model["latency"] = dict(latency, input_size=size, device=model.get("device"))
+        return model
+
+    # ----------------------------------------------------------------- decision threshold
+    @property
+    def decision_threshold(self) -> Optional[Dict]:
+        """The two-class decision threshold in use, or None (the most probable class)."""
+        return self.state.get("decision_threshold") or None
+
+    def set_decision_threshold(self, decision: Optional[Dict]) -> None:
+        """Keep (or with None remove) a ``evaluation.decision_record`` in the state."""
+        if decision is None:
+            self.state.pop("decision_threshold", None)
+        else:
+            self.state["decision_threshold"] = decision
+        self.save_state()
+
+    def validation_records(self) -> ImageRecords:
+        """The validation split the experiment was trained with (re-derived from its saved
+        data settings and seed when the data is not loaded)."""
+        data = self.data
+        if data is None:
+            try:
+                data = load_train_val(self.config.data, self.config.train.seed)
+            except (XrayPrototypeError, OSError) as err:
+                raise ExperimentError(
+                    f"cannot read this experiment's validation split from "
+                    f"{self.config.data.dataset_path} ({err}); a threshold is chosen on the "
+                    "validation images the model was trained with, so they must still be "
+                    "there.") from err
+            if data.classes != self.classes:
+                raise ExperimentError(f"the training data now has classes {data.classes}, the "
+                                      f"model was trained on {self.classes}.")
+        if len(data.val) == 0:
+            raise ExperimentError("this experiment has no validation split; train it with a "
+                                  "validation folder or split < 1 to choose a threshold.")
+        return data.val
+
+    def select_threshold(self, method: str = "youden", target: Optional[float] = 0.95,
+                         positive_class: Optional[str] = None, tta: bool = False) -> Dict:
+        """Choose the two-class decision threshold on the validation split (never the
+        evaluation set) with the loaded weights, store and return it."""
+        from .evaluation import choose_threshold
+        from .metrics import positive_index
+
+        positive_index(self.classes, positive_class)        # two classes, known name: fail early
+        records = self.validation_records()
+        probabilities, labels, _ = self.predict_records("val", records, tta=tta)
+        decision = choose_threshold(self.classes, probabilities, labels, method, target,
+                                    positive_class, tta)
+        self.set_decision_threshold(decision)
+        return decision

@@ -10,8 +10,6 @@ Example:
 import shutil
 from typing import Callable, List, Sequence
 
-import numpy as np
-
 from .analysis import ExperimentSpec, run_specs, stratified_subset
 from .errors import ConfigError
 from .workspace import ExperimentPaths, scratch_dir
@@ -28,7 +26,6 @@ class AnalysisVerbs:
         import pandas as pd
 
         from .compare import compare
-        from .data import ImageRecords
 
         if state not in STATES:
             raise ConfigError(f"state must be one of {STATES}, got {state!r}.")
@@ -36,9 +33,7 @@ class AnalysisVerbs:
             raise ConfigError("give at least one value to analyse.")
         experiment = self._require_experiment()
         data = experiment.data or experiment.load_data()
-        records = ImageRecords(data.train.paths + data.val.paths,
-                               np.concatenate([data.train.labels, data.val.labels]),
-                               data.classes, data.train.groups + data.val.groups)
+        records = data.train.concatenate(data.val)
         root = self.workspace_root
         subset = stratified_subset(records, percent_data, experiment.config.train.seed,
                                    analysis_name, root)
@@ -140,4 +135,17 @@ class AnalysisVerbs:
         """Frozen base (only the head trains) against fine-tuning the whole network."""
         return self._analyse(analysis_name, freeze_list, lambda v: f"freeze-{bool(v)}",
                              lambda v: [["update_freeze_base_network", [bool(v)]]],
+                             percent_data, num_epochs, state, executor, address)
+
+    def Analyse_Freeze_Layers(self, analysis_name: str, num_layers_list: Sequence[int],
+                              percent_data: float, num_epochs: int = 2,
+                              state: str = "keep_all", executor: str = "sequential",
+                              address=None):
+        """One experiment per number of frozen base layers (``update_freeze_layers``).
+
+        Example:
+            >>> table = gtf.Analyse_Freeze_Layers("freeze", [0, 10, 20], percent_data=20)
+        """
+        return self._analyse(analysis_name, num_layers_list, lambda v: f"freeze-layers-{int(v)}",
+                             lambda v: [["update_freeze_layers", [int(v)]]],
                              percent_data, num_epochs, state, executor, address)

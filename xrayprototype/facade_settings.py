@@ -78,6 +78,12 @@ class SettingsVerbs:
             raise ConfigError(f"resize_mode must be one of {_RESIZE_MODES}, got {data.resize_mode!r}.")
         if data.on_corrupt not in _CORRUPT_POLICIES:
             raise ConfigError(f"on_corrupt must be one of {_CORRUPT_POLICIES}, got {data.on_corrupt!r}.")
+        if data.class_names is not None:
+            if isinstance(data.class_names, str) or \
+                    not all(isinstance(n, str) for n in data.class_names):
+                raise ConfigError(f"class_names takes a list of names in label order, e.g. "
+                                  f"['NORMAL', 'PNEUMONIA']; got {data.class_names!r}.")
+            data.class_names = list(data.class_names)
 
     # ------------------------------------------------------------------ expert-mode params
     def Dataset_Params(self, dataset_path=None, path_to_csv=None, delimiter: Optional[str] = None,
@@ -93,7 +99,11 @@ class SettingsVerbs:
             split: training fraction when no validation folder exists (seeded, stratified,
                 grouped by patient where file names give one).
             options: any other DataConfig field, e.g. on_corrupt="error", resize_mode=
-                "center_crop", group_column="patientid", cache_images=False.
+                "center_crop", group_column="patientid", cache_images=False, class_names=
+                ["NORMAL", "PNEUMONIA"] (the label order of an .npz file).
+
+        A MedMNIST-style ``file.npz`` is read from memory: its official train and val splits
+        for training, its test split in eval_infer mode; ``"file.npz:val"`` picks a split.
 
         Example:
             >>> gtf.Dataset_Params(dataset_path="chest_xray/train", input_size=224, batch_size=32)
@@ -159,7 +169,9 @@ class SettingsVerbs:
                         early_stopping_patience: Optional[int] = None, seed: Optional[int] = None,
                         **monk_options) -> None:
         """Epochs and what the loop keeps. Monk-only options (intermediate_model_prefix,
-        save_training_logs) are accepted and ignored: logs are always saved.
+        save_training_logs) are accepted and ignored: logs are always saved. Early stopping
+        ends training after ``early_stopping_patience`` epochs without a better
+        ``best_metric`` (0 turns it off).
 
         Example:
             >>> gtf.Training_Params(num_epochs=10, best_metric="val_loss")
@@ -178,7 +190,9 @@ class SettingsVerbs:
                 raise ConfigError(f"best_metric '{best_metric}' is not recorded; use one of "
                                   "val_accuracy, val_loss, val_roc_auc, train_loss.")
             train.best_metric = best_metric
-        if early_stopping_patience is not None:
+        if early_stopping_patience == 0:                  # 0 turns early stopping off
+            train.early_stopping_patience = None
+        elif early_stopping_patience is not None:
             train.early_stopping_patience = _positive_int(early_stopping_patience,
                                                           "early_stopping_patience")
         if seed is not None:
@@ -213,7 +227,11 @@ class SettingsVerbs:
         self.Dataset_Params(normalization=normalization)
 
     def update_weighted_sampling(self, enabled: bool = True) -> None:
-        """Draw each epoch with replacement so every class is seen equally often."""
+        """Draw each epoch (same length) with replacement so every class is seen equally
+        often; majority images are left out at random. See also ``update_oversampling``."""
+        if enabled and self._config().data.oversampling:
+            raise ConfigError("oversampling is on; weighted sampling is the other way of "
+                              "balancing an epoch. Call update_oversampling(False) first.")
         self.Dataset_Params(weighted_sampling=bool(enabled))
 
     def update_model_name(self, model_name: str) -> None:

@@ -9,21 +9,22 @@ Example:
 """
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 from . import state as st
 from .backend import (DEFAULT_BACKEND, REGISTRY, canonical_backend_name, get_backend_class,
                       install_command, is_installed)
 from .config import ExperimentConfig
-from .data.sources import IMAGE_EXTENSIONS
 from .errors import BackendUnavailableError, ConfigError, ExperimentError
 from .experiment import Experiment
 from .facade_analysis import AnalysisVerbs
+from .facade_evaluation import EvaluationVerbs
+from .facade_recipes import RecipeVerbs
 from .facade_settings import SettingsVerbs
 from .workspace import ExperimentPaths, resolve_root
 
 
-class prototype(SettingsVerbs, AnalysisVerbs):  # noqa: N801  (Monk's spelling is the public API)
+class prototype(SettingsVerbs, RecipeVerbs, EvaluationVerbs, AnalysisVerbs):  # noqa: N801  (Monk's spelling)
     """One experiment at a time: ``Prototype`` opens it, the other verbs act on it.
 
     Args:
@@ -192,87 +193,14 @@ class prototype(SettingsVerbs, AnalysisVerbs):  # noqa: N801  (Monk's spelling i
                                   "resume_train=True to train more, or copy_from to start anew.")
         self._check_model_name()
         resume = self._mode == "resume"
+        if experiment.data is None and not resume:
+            self.Dataset()        # (re)read with the current settings, and say what was read
         summary = experiment.train(resume=resume)
         self._mode = "train"
         self._say(f"best {summary['best_metric']} {summary['best_value']:.4f} at epoch "
                   f"{summary['best_epoch']}; {summary['train_time_s']:.1f} s; saved in "
                   f"{experiment.paths.dir}")
         return summary
-
-    def _weights_for_prediction(self) -> Experiment:
-        experiment = self._require_experiment()
-        if not experiment.model_ready:
-            experiment.build_model(for_inference=True)
-        experiment.load_weights("best")
-        return experiment
-
-    def Evaluate(self) -> Tuple[float, Dict]:
-        """Accuracy (%) and Monk's per-class dict on the evaluation set; all metrics are
-        stored in ``experiment.json`` and plotted under ``logs/``.
-
-        Without an evaluation set (``Dataset_Params`` + ``Dataset`` in eval_infer mode) the
-        best model is evaluated on the validation split.
-
-        Example:
-            >>> accuracy, per_class = gtf.Evaluate()
-        """
-        experiment = self._weights_for_prediction()
-        if experiment.eval_records is None:
-            if experiment.data is None:
-                raise ExperimentError("nothing to evaluate on: call Dataset_Params(dataset_path="
-                                      "'.../test') and Dataset() first.")
-            experiment.eval_records = experiment.data.val
-        metrics = experiment.evaluate()
-        accuracy = 100.0 * metrics["accuracy"]
-        self._say(f"accuracy {accuracy:.2f}% on {metrics['num_images']} images (majority-class "
-                  f"baseline {100 * metrics['majority_baseline_accuracy']:.2f}%), ROC-AUC "
-                  f"{metrics['roc_auc'] if metrics['roc_auc'] is None else round(metrics['roc_auc'], 4)}")
-        for name, row in metrics["per_class"].items():
-            self._say(f"  {name:>20}: precision {row['precision']:.3f} recall {row['recall']:.3f} "
-                      f"specificity {row['specificity'] if row['specificity'] is None else round(row['specificity'], 3)} "
-                      f"f1 {row['f1']:.3f} n={row['support']}")
-        return accuracy, metrics["monk_per_class"]
-
-    def Infer(self, img_name: Optional[str] = None, img_dir: Optional[str] = None,
-              return_raw: bool = False) -> Union[Dict, List[Dict]]:
-        """Predict one image (``img_name``) or every image of a folder (``img_dir``).
-
-        Returns ``{"img_name", "predicted_class", "score", "probabilities": {class: p}}``,
-        or a list of them sorted by name.
-
-        Example:
-            >>> gtf.Infer(img_name="chest_xray/test/NORMAL/IM-0001-0001.jpeg")["predicted_class"]
-        """
-        if (img_name is None) == (img_dir is None):
-            raise ConfigError("give exactly one of img_name= (one image) or img_dir= (a folder).")
-        if img_name is not None:
-            files = [Path(img_name)]
-            if not files[0].is_file():
-                raise ConfigError(f"image '{img_name}' does not exist.")
-        else:
-            folder = Path(img_dir)
-            if not folder.is_dir():
-                raise ConfigError(f"folder '{img_dir}' does not exist.")
-            files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
-            if not files:
-                raise ConfigError(f"folder '{img_dir}' holds no images.")
-        experiment = self._weights_for_prediction()
-        probabilities = experiment.predict_files([str(f) for f in files])
-        results = [self._prediction(str(f), p, experiment.classes, return_raw)
-                   for f, p in zip(files, probabilities)]
-        for result in results:
-            self._say(f"{result['img_name']}: {result['predicted_class']} ({result['score']:.3f})")
-        return results[0] if img_name is not None else results
-
-    @staticmethod
-    def _prediction(name: str, probabilities, classes: List[str], raw: bool) -> Dict:
-        best = int(probabilities.argmax())
-        result = {"img_name": name, "predicted_class": classes[best],
-                  "score": float(probabilities[best]),
-                  "probabilities": {c: float(p) for c, p in zip(classes, probabilities)}}
-        if raw:
-            result["raw"] = probabilities.tolist()
-        return result
 
     # ------------------------------------------------------------------ information
     def Summary(self) -> Dict:
@@ -312,16 +240,11 @@ class prototype(SettingsVerbs, AnalysisVerbs):  # noqa: N801  (Monk's spelling i
 
     def EDA(self) -> Dict:
         """Class counts and image sizes of the training data (a sample of 200 images)."""
-        from PIL import Image
+        from .data.dataset import sampled_image_sizes
 
         experiment = self._require_experiment()
         data = experiment.data or experiment.load_data()
-        sizes = {}
-        for path in data.train.paths[:: max(1, len(data.train) // 200)]:
-            with Image.open(path) as image:
-                key = f"{image.size[0]}x{image.size[1]} {image.mode}"
-            sizes[key] = sizes.get(key, 0) + 1
-        report = {**data.summary(), "image_sizes_sampled": sizes}
+        report = {**data.summary(), "image_sizes_sampled": sampled_image_sizes(data.train)}
         for key, value in report.items():
             self._say(f"{key}: {value}")
         return report

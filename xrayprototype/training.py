@@ -6,7 +6,7 @@ import os
 import resource
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
@@ -17,6 +17,7 @@ from .config import TrainConfig
 from .data import BatchLoader
 from .errors import TrainingDivergedError
 from .optim import LearningRateSchedule
+from .recipes import training_batches
 
 
 @dataclass
@@ -27,6 +28,17 @@ class Progress:
     best_epoch: Optional[int] = None
     stale_epochs: int = 0
     train_time_s: float = 0.0
+
+
+@dataclass
+class EpochSetup:
+    """What one epoch runs on (recipes change it between epochs: progressive resizing,
+    fine-tune stages)."""
+    train_loader: BatchLoader
+    val_loader: BatchLoader
+    fields: Dict = field(default_factory=dict)   # added to the epoch's metrics.jsonl records
+    selects_best: bool = True                    # whether the epoch may become the best model
+    note: str = ""                               # shown after the epoch's table row
 
 
 def peak_rss_bytes() -> int:
@@ -70,31 +82,37 @@ class Trainer:
     """Runs epochs ``progress.epoch_completed + 1 .. num_epochs``.
 
     ``on_epoch_end(progress, records, improved)`` persists models and state after each epoch;
-    ``report(text)`` shows the epoch table.
+    ``report(text)`` shows the epoch table; ``prepare_epoch(epoch) -> EpochSetup``, when
+    given, sets up each epoch (loaders at the epoch's size, freezing) before it runs.
     """
 
     def __init__(self, backend: Backend, train_loader: BatchLoader, val_loader: BatchLoader,
                  schedule: LearningRateSchedule, config: TrainConfig,
-                 on_epoch_end: Callable, report: Callable[[str], None]):
+                 on_epoch_end: Callable, report: Callable[[str], None],
+                 prepare_epoch: Optional[Callable[[int], EpochSetup]] = None):
         self.backend, self.train_loader, self.val_loader = backend, train_loader, val_loader
         self.schedule, self.config = schedule, config
         self.on_epoch_end, self.report = on_epoch_end, report
+        self.prepare_epoch = prepare_epoch or (lambda epoch: EpochSetup(self.train_loader,
+                                                                        self.val_loader))
 
     def run(self, progress: Progress) -> Progress:
         self.report(f"{'epoch':>5} {'train_loss':>10} {'train_acc':>9} {'val_loss':>9} "
                     f"{'val_acc':>8} {'lr':>9} {'img/s':>7} {'time_s':>7}")
         for epoch in range(progress.epoch_completed, self.config.num_epochs):
+            setup = self.prepare_epoch(epoch)
+            self.train_loader, self.val_loader = setup.train_loader, setup.val_loader
             started = time.perf_counter()
             train = self._train_epoch(epoch)
             val = self._validate(epoch)
             elapsed = time.perf_counter() - started
             self.schedule.end_epoch(val["loss"])
-            record = self._records(epoch + 1, train, val, elapsed)
-            improved = self._update(progress, epoch + 1, record, elapsed)
+            record = self._records(epoch + 1, train, val, elapsed, setup.fields)
+            improved = self._update(progress, epoch + 1, record, elapsed, setup.selects_best)
             self.report(f"{epoch + 1:>5} {train['loss']:>10.4f} {train['accuracy']:>9.4f} "
                         f"{val['loss']:>9.4f} {val['accuracy']:>8.4f} {train['lr']:>9.2e} "
                         f"{train['images_per_s']:>7.1f} {elapsed:>7.1f}"
-                        f"{'  *best' if improved else ''}")
+                        f"{'  *best' if improved else ''}{'  ' + setup.note if setup.note else ''}")
             self.on_epoch_end(progress, record, improved)
             if self._should_stop(progress):
                 self.report(f"early stopping: no improvement of {self.config.best_metric} for "
@@ -108,21 +126,24 @@ class Trainer:
         self.backend.seed(self.config.seed * 100003 + epoch)
         total_loss, correct, seen, rate = 0.0, 0, 0, None
         started = time.perf_counter()
-        bar = tqdm(self.train_loader.epoch(epoch), total=len(self.train_loader),
+        batches = training_batches(self.train_loader, epoch, self.config.seed,
+                                   self.config.mixup_alpha,
+                                   len(self.train_loader.store.records.classes))
+        bar = tqdm(batches, total=len(self.train_loader),
                    desc=f"epoch {epoch + 1}/{self.config.num_epochs} train", leave=False,
                    disable=not self.config.display_progress, file=sys.stdout)
-        for step, batch in enumerate(bar):
+        for step, (images, targets) in enumerate(bar):
             new_rate = self.schedule.rate(epoch, step)
             if new_rate != rate:
                 self.backend.set_learning_rate(new_rate)
                 rate = new_rate
-            loss, batch_correct = self.backend.train_step(batch.images, batch.labels)
+            loss, batch_correct = self.backend.train_step(images, targets)
             if not math.isfinite(loss):
                 raise TrainingDivergedError(
                     f"the training loss became {loss} at epoch {epoch + 1}, step {step + 1}; "
                     "lower the learning rate (e.g. update_learning_rate(1e-4)), check the input "
                     "normalisation, or use a schedule with warm-up.")
-            size = len(batch.labels)
+            size = len(targets)
             total_loss, correct, seen = total_loss + loss * size, correct + batch_correct, seen + size
             bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.3f}")
         seconds = time.perf_counter() - started
@@ -147,20 +168,28 @@ class Trainer:
                 "roc_auc": metrics["roc_auc"], "images": int(len(labels)),
                 "seconds": time.perf_counter() - started}
 
-    def _records(self, epoch: int, train: Dict, val: Dict, elapsed: float) -> List[Dict]:
+    def _records(self, epoch: int, train: Dict, val: Dict, elapsed: float,
+                 fields: Optional[Dict] = None) -> List[Dict]:
         memory = {"peak_rss_bytes": peak_rss_bytes(), **self.backend.peak_memory()}
-        common = {"epoch": epoch, "time": time.time()}
+        common = {"epoch": epoch, "time": time.time(), **(fields or {})}
+        if "base_lr_factor" in common:
+            common["base_lr"] = train["lr"] * common["base_lr_factor"]
         return [dict(common, split="train", loss=train["loss"], accuracy=train["accuracy"],
                      lr=train["lr"], images=train["images"], seconds=train["seconds"],
                      images_per_s=train["images_per_s"], epoch_seconds=elapsed, **memory),
                 dict(common, split="val", loss=val["loss"], accuracy=val["accuracy"],
                      roc_auc=val["roc_auc"], images=val["images"], seconds=val["seconds"])]
 
-    def _update(self, progress: Progress, epoch: int, records: List[Dict], elapsed: float) -> bool:
+    def _update(self, progress: Progress, epoch: int, records: List[Dict], elapsed: float,
+                selects_best: bool = True) -> bool:
+        """Count the epoch; whether it is the best so far (never when not ``selects_best``:
+        it then neither improves nor counts towards early stopping)."""
         split, _, key = self.config.best_metric.partition("_")
         record = next(r for r in records if r["split"] == split)
         value = record.get(key)
         progress.epoch_completed, progress.train_time_s = epoch, progress.train_time_s + elapsed
+        if not selects_best:
+            return False
         better = value is not None and (progress.best_value is None or (
             value < progress.best_value if minimises(key) else value > progress.best_value))
         if better:

@@ -1,4 +1,5 @@
-"""The on-disk layout: ``<root>/<project>/<experiment>/`` and ``<root>/comparison/<name>/``.
+"""The on-disk layout: ``<root>/<project>/<experiment>/``, ``<root>/comparison/<name>/`` and
+``<root>/ensembles/<name>/``.
 
 The root is resolved to an absolute path once, when the facade is created, so that a later
 ``os.chdir`` (common in notebooks) never sends files elsewhere.
@@ -77,3 +78,8 @@ def scratch_dir(root: Path, name: str, create: bool = True) -> Path:
 
 def describe(paths: Optional[ExperimentPaths]) -> str:
     return str(paths.dir) if paths else "<no experiment>"
+
+
+def ensemble_dir(root: Path, name: str) -> Path:
+    """``<root>/ensembles/<name>``: an ensemble's state, plots and predictions."""
+    return Path(root) / "ensembles" / validate_name(name, "ensemble")

@@ -11,7 +11,8 @@ from xrayprototype.errors import ConfigError, ExperimentError
 from xrayprototype.optim import LOSSES
 
 from ._compat import import_gluoncv, import_mxnet
-from .models import create_network, freeze_base, inferred_shapes, model_table
+from .models import (base_layers, create_network, freeze_base, freeze_first, head_parameters,
+                     inferred_shapes, model_table)
 from .optim import OPTIMIZER_NAMES, ClassificationLoss, create_optimizer, load_states, save_states
 
 mx = import_mxnet()
@@ -66,7 +67,8 @@ class GluonBackend(Backend):
     def capabilities(self) -> Capabilities:
         devices = ("cpu", "gpu") if _gpu_count() else ("cpu",)
         return Capabilities(model_table(), tuple(OPTIMIZER_NAMES), tuple(LOSSES), "NCHW",
-                            None, devices)
+                            None, devices, soft_targets=True, layer_freezing=True,
+                            discriminative_lr=True)
 
     def build_model(self, config: ModelConfig, num_classes: int, channels: int) -> Dict:
         if channels != 3:
@@ -94,12 +96,34 @@ class GluonBackend(Backend):
     def configure(self, config: OptimConfig, class_weights: Optional[np.ndarray]) -> None:
         optimizer = create_optimizer(config.optimizer, config.learning_rate,
                                      config.optimizer_params)
+        head = {id(p) for p in head_parameters(self.net)}
+        for param in self.net.collect_params().values():    # discriminative learning rates
+            param.lr_mult = 1.0 if id(param) in head else float(config.base_lr_factor)
         trainable = [p for p in self.net.collect_params().values() if p.grad_req != "null"]
         self.trainer = mx.gluon.Trainer(trainable, optimizer, kvstore=None)
         self.loss_fn = ClassificationLoss(config.loss, config.loss_params, class_weights, self.ctx)
 
     def set_learning_rate(self, learning_rate: float) -> None:
         self.trainer.set_learning_rate(learning_rate)
+
+    def base_layers(self) -> List[str]:
+        return [name for name, _ in base_layers(self.net)]
+
+    def set_frozen_layers(self, count: int) -> Dict:
+        freeze_first(self.net, count)
+        self.net.hybridize(static_alloc=True, static_shape=True)  # rebuilt graph: BatchNorm modes
+        self.trainer = None
+        return {"trainable_parameters": self._count(True)}
+
+    def snapshot_weights(self):
+        """In memory: ``save`` exports a graph, which exists only after a first batch."""
+        return {name: param.data(self.ctx).copy()
+                for name, param in self.net.collect_params().items() if param._data is not None}
+
+    def restore_weights(self, snapshot) -> None:
+        params = self.net.collect_params()
+        for name, value in snapshot.items():
+            params[name].set_data(value)
 
     def _arrays(self, images: np.ndarray, labels: Optional[np.ndarray] = None):
         x = nd.array(images, ctx=self.ctx, dtype=np.float32)
@@ -116,7 +140,8 @@ class GluonBackend(Backend):
             loss = self.loss_fn(logits, y)
         loss.backward()
         self.trainer.step(1)          # the loss is already the batch mean
-        correct = int((logits.argmax(axis=1) == y).sum().asscalar())
+        target = y.argmax(axis=1) if y.ndim == 2 else y     # mixup: the dominant label
+        correct = int((logits.argmax(axis=1) == target).sum().asscalar())
         if self.ctx.device_type == "gpu":
             free, total = mx.context.gpu_memory_info(self.ctx.device_id)
             self._peak_gpu_bytes = max(self._peak_gpu_bytes, int(total - free))

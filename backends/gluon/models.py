@@ -249,6 +249,35 @@ def head_parameters(net) -> list:
     return list(net._children[head_name(net)].collect_params().values())
 
 
+def base_layers(net) -> list:
+    """(name, block) of every block that owns parameters itself, in definition order (input
+    side first), the classification head excluded: the layers ``freeze_first`` counts."""
+    head, layers = net._children[head_name(net)], []
+
+    def visit(block):
+        if block is head:
+            return
+        if block._reg_params:
+            layers.append((block.name, block))
+        for child in block._children.values():
+            visit(child)
+    visit(net)
+    return layers
+
+
+def freeze_first(net, count: int) -> None:
+    """Freeze the first ``count`` base layers (their BatchNorm layers use their running
+    statistics); everything else, the head included, trains."""
+    frozen = {id(p) for _, block in base_layers(net)[:count] for p in block._reg_params.values()}
+    for param in net.collect_params().values():   # BatchNorm statistics stay "null" anyway
+        param.grad_req = "null" if id(param) in frozen else "write"
+
+    def global_stats(block):
+        if isinstance(block, nn.BatchNorm):
+            block._kwargs["use_global_stats"] = block.beta.grad_req == "null"
+    net.apply(global_stats)
+
+
 def freeze_base(net) -> None:
     """Only the head trains; frozen BatchNorm layers keep their running statistics."""
     head = {id(p) for p in head_parameters(net)}

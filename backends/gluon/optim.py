@@ -141,6 +141,8 @@ class ClassificationLoss:
         self.weights = None if weights is None else nd.array(np.atleast_1d(weights), ctx=ctx)
 
     def __call__(self, logits, labels):
+        if labels.ndim == 2:
+            return self._soft_targets(logits, labels)
         log_p = nd.log_softmax(logits, axis=1)
         nll = -nd.pick(log_p, labels, axis=1)
         per_sample = nll
@@ -151,6 +153,21 @@ class ClassificationLoss:
         if self.weights is None:
             return nd.mean(per_sample)
         weight = nd.take(nd.broadcast_to(self.weights, (logits.shape[1],)), labels)
+        return nd.sum(per_sample * weight) / nd.sum(weight)
+
+    def _soft_targets(self, logits, targets):
+        """Against (N, C) target distributions (mixup): cross-entropy, or focal
+        ``-sum_c t_c (1 - p_c)^gamma log p_c``, on smoothed targets; a sample weighs
+        ``targets @ class_weights``."""
+        classes = logits.shape[1]
+        smoothed = targets * (1 - self.smoothing) + self.smoothing / classes
+        log_p = nd.log_softmax(logits, axis=1)
+        if self.name == "focal":
+            log_p = nd.power(nd.relu(1 - nd.exp(log_p)), self.gamma) * log_p
+        per_sample = -nd.sum(smoothed * log_p, axis=1)
+        if self.weights is None:
+            return nd.mean(per_sample)
+        weight = nd.dot(targets, nd.broadcast_to(self.weights, (classes,)))
         return nd.sum(per_sample * weight) / nd.sum(weight)
 
 

@@ -10,7 +10,7 @@ from xrayprototype.errors import ConfigError, ExperimentError
 from xrayprototype.optim import LOSSES, OPTIMIZERS
 
 from ._compat import setup_tensorflow
-from .models import create_model, model_table, parameter_count
+from .models import base_layers, create_model, freeze_first, model_table, parameter_count
 
 tf, keras = setup_tensorflow()
 
@@ -72,10 +72,15 @@ class ClassificationLoss:
         self.num_classes = num_classes
 
     def __call__(self, logits, labels):
-        losses = self.per_sample(tf.one_hot(labels, self.num_classes), logits)
+        """``labels``: class indices, or (N, C) target distributions (mixup), which weigh
+        ``targets @ class_weights`` each."""
+        soft = labels.shape.rank == 2
+        targets = labels if soft else tf.one_hot(labels, self.num_classes)
+        losses = self.per_sample(targets, logits)
         if self.weights is None:
             return tf.reduce_mean(losses)
-        weight = tf.gather(self.weights, labels)
+        weight = tf.linalg.matvec(targets, self.weights) if soft else \
+            tf.gather(self.weights, labels)
         return tf.reduce_sum(losses * weight) / tf.reduce_sum(weight)
 
 
@@ -94,6 +99,9 @@ class KerasBackend(Backend):
     def __init__(self):
         self.model: Optional[keras.Model] = None
         self.optimizer: Optional[keras.optimizers.Optimizer] = None
+        # discriminative learning rates: the base's own optimizer at base_lr_factor x the rate
+        self.base_optimizer: Optional[keras.optimizers.Optimizer] = None
+        self.base_lr_factor, self._head_variables = 1.0, frozenset()
         self.loss_fn: Optional[ClassificationLoss] = None
         self.device, self.num_classes, self.weight_decay = "/CPU:0", 0, 0.0
         self._fixed_size: Optional[Tuple[int, int]] = None
@@ -109,7 +117,8 @@ class KerasBackend(Backend):
             gpus = tf.config.list_physical_devices("GPU")
             KerasBackend._capabilities = Capabilities(
                 model_table(), tuple(OPTIMIZERS), tuple(LOSSES), "NHWC", None,
-                ("cpu", "gpu") if gpus else ("cpu",))
+                ("cpu", "gpu") if gpus else ("cpu",), soft_targets=True, layer_freezing=True,
+                discriminative_lr=True)
         return KerasBackend._capabilities
 
     def build_model(self, config: ModelConfig, num_classes: int, channels: int) -> Dict:
@@ -127,17 +136,46 @@ class KerasBackend(Backend):
         self.num_classes, self.weight_decay = num_classes, 0.0
         size = tuple(self.model.input_shape[1:3])
         self._fixed_size = None if None in size else size
-        self.optimizer, self.loss_fn = None, None
+        self.optimizer, self.base_optimizer, self.loss_fn = None, None, None
         self._compile_functions()
-        trainable = sum(int(np.prod(v.shape)) for v in self.model.trainable_weights)
         return {"num_parameters": parameter_count(self.model),
-                "trainable_parameters": trainable, "device": "gpu" if gpu else "cpu"}
+                "trainable_parameters": self._trainable_count(), "device": "gpu" if gpu else "cpu"}
+
+    def _trainable_count(self) -> int:
+        return sum(int(np.prod(v.shape)) for v in self.model.trainable_weights)
+
+    def base_layers(self) -> List[str]:
+        return [name for name, _ in base_layers(self.model)]
+
+    def set_frozen_layers(self, count: int) -> Dict:
+        freeze_first(self.model, count)
+        self.optimizer = self.base_optimizer = None    # configure() follows
+        return {"trainable_parameters": self._trainable_count()}
+
+    def snapshot_weights(self):
+        return [np.array(v.numpy()) for v in self.model.weights]
+
+    def restore_weights(self, snapshot) -> None:
+        for variable, value in zip(self.model.weights, snapshot):
+            variable.assign(value)
 
     def configure(self, config: OptimConfig, class_weights: Optional[np.ndarray]) -> None:
-        params = config.optimizer_params
+        """One optimizer, or with ``base_lr_factor`` != 1 one for the head and one for the
+        base (Keras has no per-variable learning rate); ``set_learning_rate`` sets both."""
+        params, trainable = config.optimizer_params, self.model.trainable_variables
+        head = {id(v) for v in self.model.get_layer("head").trainable_variables}
+        base = [v for v in trainable if id(v) not in head]
+        split = config.base_lr_factor != 1.0 and bool(base)
+        self.base_lr_factor = float(config.base_lr_factor) if split else 1.0
+        self._head_variables = frozenset(head)
         with tf.device(self.device):
             self.optimizer = _optimizer(config.optimizer, config.learning_rate, params)
-            self.optimizer.build(self.model.trainable_variables)
+            self.optimizer.build([v for v in trainable if id(v) in head] if split else trainable)
+            self.base_optimizer = None
+            if split:
+                self.base_optimizer = _optimizer(config.optimizer,
+                                                 config.learning_rate * self.base_lr_factor, params)
+                self.base_optimizer.build(base)
         self.weight_decay = 0.0 if config.optimizer in DECOUPLED_DECAY else \
             float(params.get("weight_decay") or 0.0)
         self.loss_fn = ClassificationLoss(config.loss, config.loss_params, class_weights,
@@ -146,6 +184,21 @@ class KerasBackend(Backend):
 
     def set_learning_rate(self, learning_rate: float) -> None:
         self.optimizer.learning_rate.assign(float(learning_rate))
+        if self.base_optimizer is not None:
+            self.base_optimizer.learning_rate.assign(float(learning_rate) * self.base_lr_factor)
+
+    def _optimizer_variables(self) -> list:
+        extra = self.base_optimizer.variables if self.base_optimizer is not None else []
+        return list(self.optimizer.variables) + list(extra)
+
+    def _apply_gradients(self, gradients, variables) -> None:
+        pairs = list(zip(gradients, variables))
+        if self.base_optimizer is None:
+            self.optimizer.apply_gradients(pairs)
+            return
+        head = self._head_variables
+        self.optimizer.apply_gradients([(g, v) for g, v in pairs if id(v) in head])
+        self.base_optimizer.apply_gradients([(g, v) for g, v in pairs if id(v) not in head])
 
     # ------------------------------------------------------------------ compiled steps
     def _compile_functions(self) -> None:
@@ -169,8 +222,9 @@ class KerasBackend(Backend):
             gradients = tape.gradient(loss, variables)
             if self.weight_decay:
                 gradients = [g + self.weight_decay * v for g, v in zip(gradients, variables)]
-            self.optimizer.apply_gradients(zip(gradients, variables))
-            correct = tf.reduce_sum(tf.cast(tf.argmax(logits, 1) == y, tf.int32))
+            self._apply_gradients(gradients, variables)
+            target = tf.argmax(y, 1) if y.shape.rank == 2 else y   # mixup: the dominant label
+            correct = tf.reduce_sum(tf.cast(tf.argmax(logits, 1) == target, tf.int32))
             return loss, correct
 
         @tf.function(**compiled)
@@ -216,7 +270,7 @@ class KerasBackend(Backend):
         written = [model_file]
         if with_optimizer and self.optimizer is not None:
             optimizer_file = Path(f"{stem}.optimizer.npz")
-            variables = self.optimizer.variables
+            variables = self._optimizer_variables()
             with open(optimizer_file, "wb") as handle:  # arrays only, never a pickle
                 np.savez(handle, names=np.array([v.path for v in variables]),
                          **{f"v{i:05d}": v.numpy() for i, v in enumerate(variables)})
@@ -248,7 +302,7 @@ class KerasBackend(Backend):
             raise ExperimentError("configure() the optimizer before loading its state.")
         with np.load(path, allow_pickle=False) as stored:
             arrays = [stored[k] for k in sorted(k for k in stored.files if k != "names")]
-        variables = self.optimizer.variables
+        variables = self._optimizer_variables()
         if len(arrays) != len(variables) or any(
                 a.shape != tuple(v.shape) for a, v in zip(arrays, variables)):
             raise ExperimentError(

@@ -222,6 +222,29 @@ def create_model(name: str, num_classes: int, pretrained: bool, dropout: float =
     return keras.Model(inputs, outputs, name=f"xrayprototype_{name}")
 
 
+def base_layers(model: keras.Model) -> list:
+    """(name, layer) of every layer of the base network that owns weights, in order (input side
+    first; nested models flattened), the head excluded: the layers ``freeze_first`` counts."""
+    layers = []
+
+    def visit(layer):
+        if isinstance(layer, keras.Model):
+            for child in layer.layers:
+                visit(child)
+        elif layer.weights:
+            layers.append((layer.name, layer))
+    visit(next(layer for layer in model.layers if isinstance(layer, keras.Model)))
+    return layers
+
+
+def freeze_first(model: keras.Model, count: int) -> None:
+    """Freeze the first ``count`` base layers (a frozen BatchNorm layer runs in inference mode,
+    keeping its statistics); everything else, the head included, trains."""
+    model.trainable = True            # recursive: every layer trainable again
+    for position, (_, layer) in enumerate(base_layers(model)):
+        layer.trainable = position >= count
+
+
 def parameter_count(model: keras.Model) -> int:
     """Learnable parameters, frozen or not (as ``torch`` counts them): BatchNorm moving
     statistics and other non-trainable state are not parameters."""

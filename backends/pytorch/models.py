@@ -172,6 +172,23 @@ def head_parameters(model: nn.Module):
     return list(head.parameters())
 
 
+def base_layers(model: nn.Module):
+    """(name, module) of every module that owns parameters itself, in definition order (input
+    side first), the classification head excluded: the layers ``freeze_first`` counts."""
+    head = {id(p) for p in head_parameters(model)}
+    return [(name or "<root>", module) for name, module in model.named_modules()
+            if any(id(p) not in head for p in module.parameters(recurse=False))]
+
+
+def freeze_first(model: nn.Module, count: int) -> None:
+    """Freeze the first ``count`` base layers; everything else, the head included, trains."""
+    for parameter in model.parameters():
+        parameter.requires_grad = True
+    for _, module in base_layers(model)[:count]:
+        for parameter in module.parameters(recurse=False):
+            parameter.requires_grad = False
+
+
 def freeze_base(model: nn.Module) -> None:
     """Only the head trains; frozen BatchNorm layers also keep their running statistics."""
     head = {id(p) for p in head_parameters(model)}

@@ -6,6 +6,8 @@ import numpy as np
 
 from ..config import DataConfig
 from ..errors import DatasetError
+from .npz import (EVAL_SPLIT, TRAIN_SPLIT, VAL_SPLIT, is_npz_path, npz_splits, read_npz_split,
+                  split_npz_path)
 from .sources import ImageRecords, load_records, locate_train_val
 from .split import split_indices
 from .transforms import channel_statistics
@@ -16,7 +18,7 @@ class TrainValData:
     train: ImageRecords
     val: ImageRecords
     classes: List[str]
-    val_source: str          # "folder" | "split"
+    val_source: str          # "folder" | "npz" (the file's val split) | "split"
 
     def summary(self) -> dict:
         return {"classes": self.classes, "num_train": len(self.train), "num_val": len(self.val),
@@ -28,20 +30,19 @@ class TrainValData:
 
 
 def load_train_val(config: DataConfig, seed: int = 0) -> TrainValData:
-    """The training and validation records: a validation folder when there is one, else a
-    seeded, stratified (and patient-grouped) split of the training folder.
+    """The training and validation records: a validation folder (or an npz file's val split)
+    when there is one, else a seeded, stratified (and patient-grouped) split of the training set.
 
     Example:
         >>> data = load_train_val(DataConfig(dataset_path="chest_xray/train"))
         >>> data.summary()["num_val"]
     """
-    (train_images, train_csv), val_pair = locate_train_val(config.dataset_path, config.path_to_csv)
-    options = dict(delimiter=config.delimiter, group_pattern=config.group_pattern,
-                   group_column=config.group_column)
-    records = load_records(train_images, train_csv, **options)
+    (train_images, train_csv), val_pair = _locate(config)
+    records = _records(config, train_images, train_csv, default_split=TRAIN_SPLIT)
     if val_pair is not None:
-        val = load_records(val_pair[0], val_pair[1], classes=records.classes, **options)
-        return TrainValData(records, val, records.classes, "folder")
+        val = _records(config, val_pair[0], val_pair[1], records.classes, VAL_SPLIT)
+        source = "npz" if is_npz_path(val_pair[0]) else "folder"
+        return TrainValData(records, val, records.classes, source)
     train_idx, val_idx = split_indices(records.labels, records.groups,
                                        1.0 - float(config.trainval_split), seed)
     return TrainValData(records.subset(train_idx), records.subset(val_idx),
@@ -49,7 +50,8 @@ def load_train_val(config: DataConfig, seed: int = 0) -> TrainValData:
 
 
 def load_eval(config: DataConfig, classes: List[str]) -> ImageRecords:
-    """Every image of the evaluation folder (or CSV), labelled with the trained classes."""
+    """Every image of the evaluation folder (or CSV, or npz split: test unless the path says
+    ``file.npz:<split>``), labelled with the trained classes."""
     paths = config.dataset_path if isinstance(config.dataset_path, (list, tuple)) \
         else [config.dataset_path]
     if not paths or paths[0] is None:
@@ -57,7 +59,33 @@ def load_eval(config: DataConfig, classes: List[str]) -> ImageRecords:
                            "Dataset_Params(dataset_path='.../test') and then Dataset().")
     csv = config.path_to_csv[0] if isinstance(config.path_to_csv, (list, tuple)) \
         else config.path_to_csv
-    return load_records(paths[0], csv, config.delimiter, classes, config.group_pattern,
+    return _records(config, paths[0], csv, classes, EVAL_SPLIT)
+
+
+def _locate(config: DataConfig):
+    """``((train, csv), (val, csv) or None)``; an npz file without a split suffix gives its
+    official train and val splits (a seeded split of train when it has no val)."""
+    path = config.dataset_path
+    if isinstance(path, (list, tuple)) and len(path) == 1:
+        path = path[0]
+    if not is_npz_path(path):
+        return locate_train_val(path, config.path_to_csv)
+    file, split = split_npz_path(path)
+    if split is not None or config.path_to_csv:
+        return (path, config.path_to_csv), None       # _records refuses a CSV with an npz
+    has_val = VAL_SPLIT in npz_splits(file)
+    return (f"{file}:{TRAIN_SPLIT}", None), ((f"{file}:{VAL_SPLIT}", None) if has_val else None)
+
+
+def _records(config: DataConfig, images, csv, classes=None,
+             default_split: str = EVAL_SPLIT) -> ImageRecords:
+    """Records of a folder, a CSV plus its folder, or one split of an npz file."""
+    if is_npz_path(images):
+        if csv is not None:
+            raise DatasetError(f"path_to_csv does not apply to the .npz file {images}: its "
+                               "labels are inside it. Leave path_to_csv out.")
+        return read_npz_split(images, classes, config.class_names, default_split)
+    return load_records(images, csv, config.delimiter, classes, config.group_pattern,
                         config.group_column)
 
 
@@ -70,3 +98,20 @@ def estimate_statistics(store, max_images: int = 500, seed: int = 0) -> tuple:
     if not images:
         raise DatasetError("no decodable images to compute the dataset statistics from.")
     return channel_statistics(np.stack(images))
+
+
+def sampled_image_sizes(records: ImageRecords, max_images: int = 200) -> dict:
+    """``{"WxH mode": count}`` over an evenly spaced sample of ``records`` (files or rows)."""
+    from PIL import Image
+
+    sizes = {}
+    for index in range(0, len(records), max(1, len(records) // max_images)):
+        if records.pixels is not None:
+            row = records.pixels[index]
+            mode = "L" if row.ndim == 2 or row.shape[2] == 1 else f"{row.shape[2]} channels"
+            key = f"{row.shape[1]}x{row.shape[0]} {mode} (in memory)"
+        else:
+            with Image.open(records.paths[index]) as image:
+                key = f"{image.size[0]}x{image.size[1]} {image.mode}"
+        sizes[key] = sizes.get(key, 0) + 1
+    return sizes

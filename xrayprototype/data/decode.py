@@ -92,5 +92,27 @@ def load_image(path: Union[str, Path], size: int, channels: int = 3,
         if isinstance(err, DatasetError):
             raise
         raise CorruptImageError(f"cannot decode image {path}: {err}") from None
+    return _as_array(image)
+
+
+def image_from_array(pixels: np.ndarray, size: int, channels: int = 3,
+                     resize_mode: str = "stretch") -> np.ndarray:
+    """An in-memory image (``(H, W)`` or ``(H, W, C)``, e.g. an npz row) converted and resized
+    exactly as a decoded file is: a ``(size, size, channels)`` uint8 array.
+
+    Example:
+        >>> image_from_array(np.zeros((28, 28), np.uint8), 64).shape
+        (64, 64, 3)
+    """
+    pixels = np.asarray(pixels)
+    if pixels.ndim == 3 and pixels.shape[2] == 1:
+        pixels = pixels[:, :, 0]
+    if pixels.dtype != np.uint8 and pixels.ndim == 2:
+        pixels = pixels.astype(np.float32)          # rescaled by its own range, like 16-bit files
+    image = _to_channels(Image.fromarray(pixels), channels)
+    return _as_array(resize(image, size, resize_mode))
+
+
+def _as_array(image: Image.Image) -> np.ndarray:
     array = np.asarray(image, dtype=np.uint8)
     return array[:, :, None] if array.ndim == 2 else array

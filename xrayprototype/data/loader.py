@@ -13,7 +13,7 @@ from typing import Dict, Iterator, Optional, Sequence
 import numpy as np
 
 from ..config import AugmentationConfig
-from .decode import CorruptImageError, load_image
+from .decode import CorruptImageError, image_from_array, load_image
 from .sources import ImageRecords
 from .transforms import Normalizer, augment
 
@@ -50,7 +50,11 @@ class ImageStore:
         if path in self.skipped:
             return None
         try:
-            image = load_image(path, self.size, self.channels, self.resize_mode)
+            if self.records.pixels is not None:
+                image = image_from_array(self.records.pixels[index], self.size, self.channels,
+                                         self.resize_mode)
+            else:
+                image = load_image(path, self.size, self.channels, self.resize_mode)
         except CorruptImageError as err:
             if self.on_corrupt == "error":
                 raise CorruptImageError(f"{err}. Remove or replace the file, or pass "
@@ -74,20 +78,34 @@ class BatchLoader:
 
     Epoch ``e`` always yields the same order and augmentations for the same seed, which makes
     ``resume_train`` reproduce an uninterrupted run without saving random-number state.
+
+    Two ways to balance classes: ``sample_weights`` (weighted sampling) draws an epoch of the
+    usual length with replacement, so majority images are left out at random; ``oversample``
+    keeps every image and repeats minority-class images until each class has as many as the
+    largest, so the epoch grows (``epoch_size``).
     """
 
     def __init__(self, store: ImageStore, batch_size: int, normalizer: Normalizer,
                  layout: str = "NCHW", shuffle: bool = False,
                  augmentation: Optional[AugmentationConfig] = None, seed: int = 0,
-                 num_workers: int = 2, sample_weights: Optional[np.ndarray] = None):
+                 num_workers: int = 2, sample_weights: Optional[np.ndarray] = None,
+                 oversample: bool = False):
         self.store, self.batch_size, self.normalizer = store, int(batch_size), normalizer
         self.layout, self.shuffle, self.seed = layout, shuffle, seed
         self.augmentation = augmentation if augmentation and not augmentation.is_identity() else None
         self.num_workers = max(1, int(num_workers))
-        self.sample_weights = sample_weights
+        self.sample_weights, self.oversample = sample_weights, bool(oversample)
+
+    @property
+    def epoch_size(self) -> int:
+        """Images served per epoch (more than the records when oversampling)."""
+        if self.oversample:
+            counts = np.bincount(self.store.records.labels)
+            return int(np.count_nonzero(counts) * counts.max()) if len(counts) else 0
+        return len(self.store.records)
 
     def __len__(self) -> int:
-        count = len(self.store.records)
+        count = self.epoch_size
         batches = -(-count // self.batch_size)
         return batches - 1 if batches > 1 and count % self.batch_size == 1 else batches
 
@@ -95,6 +113,8 @@ class BatchLoader:
         """The record indices of epoch ``epoch``, in the order they will be served."""
         count = len(self.store.records)
         rng = np.random.default_rng([self.seed, epoch])
+        if self.oversample:
+            return oversampled_order(self.store.records.labels, rng)
         if self.sample_weights is not None:
             probabilities = self.sample_weights / self.sample_weights.sum()
             return rng.choice(count, size=count, replace=True, p=probabilities)
@@ -141,6 +161,21 @@ class BatchLoader:
         stall them (OpenMP waits for its slowest thread); here it costs about 1% of a step."""
         batch.images = self.normalizer(batch.images, self.layout)
         return batch
+
+
+def oversampled_order(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Every index once, plus minority-class indices repeated (whole passes, then a seeded
+    subset without replacement) until each class present has as many as the largest;
+    shuffled. Repeats are augmented afresh, each where it falls in the epoch."""
+    labels = np.asarray(labels)
+    classes, counts = np.unique(labels, return_counts=True)
+    parts = []
+    for label, count in zip(classes, counts):
+        members = np.flatnonzero(labels == label)
+        passes, rest = divmod(int(counts.max()), int(count))
+        parts.extend([members] * passes)
+        parts.append(rng.choice(members, size=rest, replace=False))
+    return rng.permutation(np.concatenate(parts)) if parts else np.arange(0)
 
 
 def balanced_sample_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:

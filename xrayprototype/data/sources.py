@@ -20,17 +20,25 @@ VAL_FOLDER_NAMES = ("val", "validation", "valid")
 
 @dataclass
 class ImageRecords:
-    """Labelled image files. ``labels[i]`` indexes ``classes``; ``groups[i]`` names a patient."""
+    """Labelled images. ``labels[i]`` indexes ``classes``; ``groups[i]`` names a patient.
+
+    Images are files at ``paths``, or, when ``pixels`` is given (an in-memory array such as
+    an npz split), its row ``i``; ``paths`` then only name the rows (``file.npz:test/17``).
+    """
     paths: List[str]
     labels: np.ndarray
     classes: List[str]
     groups: List[str] = field(default_factory=list)
     origin: str = ""
+    pixels: Optional[np.ndarray] = None
 
     def __post_init__(self):
         self.labels = np.asarray(self.labels, dtype=np.int64)
         if not self.groups:
             self.groups = list(self.paths)
+        if self.pixels is not None and len(self.pixels) != len(self.paths):
+            raise DatasetError(f"{len(self.pixels)} in-memory images for {len(self.paths)} "
+                               "records; they must match row for row.")
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -38,7 +46,17 @@ class ImageRecords:
     def subset(self, indices: Sequence[int]) -> "ImageRecords":
         indices = np.asarray(indices, dtype=np.int64)
         return ImageRecords([self.paths[i] for i in indices], self.labels[indices],
-                            list(self.classes), [self.groups[i] for i in indices], self.origin)
+                            list(self.classes), [self.groups[i] for i in indices], self.origin,
+                            None if self.pixels is None else self.pixels[indices])
+
+    def concatenate(self, other: "ImageRecords") -> "ImageRecords":
+        """These records followed by ``other``'s (same classes; both files or both in memory)."""
+        if (self.pixels is None) != (other.pixels is None):
+            raise DatasetError("cannot join records of image files with in-memory records.")
+        pixels = None if self.pixels is None else np.concatenate([self.pixels, other.pixels])
+        return ImageRecords(self.paths + other.paths,
+                            np.concatenate([self.labels, other.labels]), list(self.classes),
+                            self.groups + other.groups, self.origin, pixels)
 
     def class_counts(self) -> dict:
         counts = np.bincount(self.labels, minlength=len(self.classes))
@@ -73,7 +91,8 @@ def _require_dir(path: Union[str, Path], what: str) -> Path:
         raise DatasetError(f"{what} '{path}' does not exist (resolved to {folder.resolve()});"
                            " check the path, or pass an absolute one.")
     if not folder.is_dir():
-        raise DatasetError(f"{what} '{path}' is a file, not a folder of class sub-folders.")
+        raise DatasetError(f"{what} '{path}' is a file, not a folder of class sub-folders "
+                           "(the one file format read as a dataset is a MedMNIST-style .npz).")
     return folder.resolve()
 
 

@@ -1,0 +1,371 @@
+"""``ensemble``: saved experiments evaluated and used as one model.
+
+Members are trained experiments sharing their classes; they may differ in backend, model and
+input size (each predicts with its own preprocessing). Their class probabilities are averaged,
+equally or with weights tuned on the validation split they share. Evaluation, thresholds and
+inference reuse the experiments' prediction (``Experiment.predict_records``) and the shared
+evaluation code, and land in ``<workspace>/ensembles/<name>/`` (``ensemble.json``, ``logs/``).
+
+Example:
+    >>> from xrayprototype import ensemble
+    >>> etf = ensemble(verbose=1, workspace="ws")
+    >>> etf.Ensemble("resnet-plus-densenet")
+    >>> etf.Add_Experiment("Pneumonia", "resnet18")
+    >>> etf.Add_Experiment("Pneumonia", "densenet121")
+    >>> etf.Tune_Weights(metric="roc_auc")            # optional: default is the plain mean
+    >>> etf.Dataset_Params(dataset_path="chest_xray/test")
+    >>> accuracy, per_class = etf.Evaluate()
+"""
+import itertools
+import math
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from . import state as st
+from .config import DataConfig
+from .data import ImageRecords, load_eval
+from .errors import ConfigError, ExperimentError
+from .evaluation import (choose_threshold, decision_record, decision_rule, evaluate_predictions,
+                         image_files, prediction_result, report_lines)
+from .metrics import positive_index, roc_auc
+from .workspace import ExperimentPaths, ensemble_dir, resolve_root
+
+ENSEMBLE_FILE = "ensemble.json"
+WEIGHT_METRICS = ("roc_auc", "log_loss")
+MAX_GRID_POINTS = 50_000
+_EVAL_DATA_KEYS = ("dataset_path", "path_to_csv", "delimiter", "batch_size", "num_workers",
+                   "on_corrupt")
+
+
+# ---------------------------------------------------------------------------- the math
+def combine(member_probabilities: Sequence[np.ndarray],
+            weights: Optional[Sequence[float]] = None) -> np.ndarray:
+    """Weighted mean of the members' ``(N, classes)`` probabilities (plain mean by default).
+
+    Example:
+        >>> combine([np.array([[.8, .2]]), np.array([[.4, .6]])]).tolist()
+        [[0.6000000000000001, 0.4]]
+    """
+    stack = np.stack([np.asarray(p, dtype=np.float64) for p in member_probabilities])
+    w = np.full(len(stack), 1.0 / len(stack)) if weights is None else \
+        np.asarray(weights, dtype=np.float64) / np.sum(weights)
+    return np.tensordot(w, stack, axes=1)
+
+
+def simplex_grid(num_members: int, step: float = 0.1) -> np.ndarray:
+    """Every weight vector of ``num_members`` non-negative multiples of ``step`` summing to 1.
+
+    Example:
+        >>> simplex_grid(2, 0.5).tolist()
+        [[0.0, 1.0], [0.5, 0.5], [1.0, 0.0]]
+    """
+    parts = int(round(1.0 / step)) if step > 0 else 0
+    if parts < 1 or abs(parts * step - 1.0) > 1e-9:
+        raise ConfigError(f"step must divide 1 (e.g. 0.1, 0.05, 0.25), got {step!r}.")
+    count = math.comb(parts + num_members - 1, num_members - 1)
+    if count > MAX_GRID_POINTS:
+        raise ConfigError(f"a weight grid of step {step} over {num_members} members has {count} "
+                          f"points (more than {MAX_GRID_POINTS}); use a coarser step.")
+    rows = []
+    for bars in itertools.combinations(range(parts + num_members - 1), num_members - 1):
+        edges = (-1,) + bars + (parts + num_members - 1,)
+        rows.append([edges[i + 1] - edges[i] - 1 for i in range(num_members)])
+    return np.asarray(rows, dtype=np.float64) / parts
+
+
+def _score(metric: str, labels: np.ndarray, probabilities: np.ndarray) -> Optional[float]:
+    """``metric`` of combined probabilities, oriented so that higher is better."""
+    from sklearn.metrics import log_loss
+
+    num_classes = probabilities.shape[1]
+    if metric == "roc_auc":
+        return roc_auc(labels, probabilities, num_classes)
+    # float32 softmax outputs sum to 1 only within ~1e-7, which sklearn warns about
+    normalised = probabilities / probabilities.sum(axis=1, keepdims=True)
+    return -float(log_loss(labels, normalised, labels=list(range(num_classes))))
+
+
+def tune_weights(member_probabilities: Sequence[np.ndarray], labels: np.ndarray,
+                 metric: str = "roc_auc", step: float = 0.1) -> Dict:
+    """The member weights maximising validation ROC-AUC (or minimising log-loss) over a grid
+    of the simplex. The plain mean is tried first and kept unless a grid point is strictly
+    better, so the result is never worse than the mean on these images.
+
+    Returns ``{"weights", "metric", "step", "val_score", "val_score_of_mean"}``.
+    """
+    if metric not in WEIGHT_METRICS:
+        raise ConfigError(f"metric must be one of {WEIGHT_METRICS}, got {metric!r}.")
+    labels = np.asarray(labels)
+    count = len(member_probabilities)
+    candidates = np.vstack([np.full((1, count), 1.0 / count), simplex_grid(count, step)])
+    scores = [_score(metric, labels, combine(member_probabilities, w)) for w in candidates]
+    if scores[0] is None:
+        raise ExperimentError(f"{metric} is undefined on this validation split (it needs every "
+                              "class present); weights cannot be tuned on it.")
+    best = 0
+    for k, score in enumerate(scores):
+        if score > scores[best]:
+            best = k
+    sign = 1.0 if metric == "roc_auc" else -1.0
+    return {"weights": candidates[best].tolist(), "metric": metric, "step": step,
+            "val_score": sign * scores[best], "val_score_of_mean": sign * scores[0]}
+
+
+# ---------------------------------------------------------------------------- the facade
+class ensemble:  # noqa: N801  (Monk's spelling is the public API)
+    """Several saved experiments as one model: ``Ensemble`` opens it, the other verbs act on it.
+
+    Args:
+        verbose: 0 silent, 1 reports.
+        workspace: the workspace root holding the members (default as for ``prototype``).
+    """
+
+    def __init__(self, verbose: int = 1, workspace: Union[None, str, Path] = None):
+        self.verbose = verbose
+        self.workspace_root = resolve_root(workspace)
+        self.name: Optional[str] = None
+        self.state: Dict = {}
+        self._members: Dict[Tuple[str, str], object] = {}     # opened Experiments
+        self._val_cache: Dict[bool, Tuple[List[np.ndarray], np.ndarray]] = {}
+        self._eval_records: Optional[ImageRecords] = None
+
+    # ------------------------------------------------------------------ opening
+    def _say(self, text: str) -> None:
+        if self.verbose:
+            print(text, flush=True)
+
+    @property
+    def folder(self) -> Path:
+        if self.name is None:
+            raise ExperimentError("no ensemble is open; call Ensemble('name') first.")
+        return ensemble_dir(self.workspace_root, self.name)
+
+    def _save(self) -> None:
+        st.write_state(self.folder / ENSEMBLE_FILE, self.state)
+
+    def Ensemble(self, ensemble_name: str) -> None:
+        """Create or reopen ``ensembles/<ensemble_name>`` (members, weights and threshold are
+        kept)."""
+        self.name = ensemble_name
+        path = self.folder / ENSEMBLE_FILE
+        self.state = st.read_state(path) if path.exists() else {
+            "schema_version": st.SCHEMA_VERSION, "kind": "ensemble", "name": ensemble_name,
+            "created": st.now(), "members": [], "classes": [], "weights": None,
+            "weight_tuning": None, "decision_threshold": None, "evaluation_data": {},
+            "evaluation": {}}
+        self._members, self._val_cache, self._eval_records = {}, {}, None
+        self._save()
+        self._say(f"ensemble {ensemble_name} at {self.folder} "
+                  f"({len(self.state['members'])} experiments)")
+
+    def Add_Experiment(self, project_name: str, experiment_name: str) -> None:
+        """Add a trained experiment; its classes must be those of the other members.
+        Adding a member resets the weights to the plain mean and removes the threshold."""
+        self.folder                                     # an ensemble must be open
+        paths = ExperimentPaths(self.workspace_root, project_name, experiment_name)
+        if not paths.exists():
+            raise ExperimentError(f"no experiment {project_name}/{experiment_name} under "
+                                  f"{self.workspace_root}; check the names and workspace=.")
+        state = st.read_state(paths.state_file)
+        classes = state.get("classes") or []
+        if not classes or not (state.get("training", {}).get("progress") or {}).get(
+                "epoch_completed"):
+            raise ExperimentError(f"experiment {project_name}/{experiment_name} has no trained "
+                                  "model yet; Train() it first.")
+        known = self.state["members"]
+        if known and classes != self.state["classes"]:
+            raise ConfigError(f"experiment {project_name}/{experiment_name} predicts classes "
+                              f"{classes}, the ensemble's members predict "
+                              f"{self.state['classes']}; an ensemble averages probabilities "
+                              "of the same classes, in the same order.")
+        if [project_name, experiment_name] in known:
+            return
+        self.state["members"].append([project_name, experiment_name])
+        self.state.update(classes=classes, weights=None, weight_tuning=None,
+                          decision_threshold=None)
+        self._val_cache = {}
+        self._save()
+        config = state["config"]
+        self._say(f"added {project_name}/{experiment_name} ({state['backend']}, "
+                  f"{config['model']['model_name']}, {config['data']['input_size']} px); "
+                  f"{len(self.state['members'])} members, combined by their mean")
+
+    def _opened(self) -> List:
+        """The members as Experiments with their best weights loaded (opened once)."""
+        from .prototype import prototype
+
+        if not self.state.get("members"):
+            raise ExperimentError("the ensemble has no experiments; Add_Experiment first.")
+        for project, experiment in self.state["members"]:
+            if (project, experiment) not in self._members:
+                member = prototype(verbose=0, workspace=self.workspace_root)
+                member.Prototype(project, experiment, eval_infer=True)
+                self._members[(project, experiment)] = member.experiment
+        return [self._members[tuple(m)] for m in self.state["members"]]
+
+    # ------------------------------------------------------------------ data
+    def Dataset_Params(self, dataset_path=None, path_to_csv=None, delimiter: Optional[str] = None,
+                       batch_size: Optional[int] = None, num_processors: Optional[int] = None,
+                       on_corrupt: Optional[str] = None) -> None:
+        """The evaluation set (a folder of class sub-folders, a CSV, an npz split), as
+        ``prototype.Dataset_Params`` in eval_infer mode.
+
+        Example:
+            >>> etf.Dataset_Params(dataset_path="chest_xray/test")
+        """
+        from .facade_settings import _absolute
+
+        values = dict(dataset_path=dataset_path, path_to_csv=path_to_csv, delimiter=delimiter,
+                      batch_size=batch_size, num_workers=num_processors, on_corrupt=on_corrupt)
+        saved = dict(self.state.get("evaluation_data") or {})
+        for key, value in values.items():
+            if value is not None:
+                saved[key] = _absolute(value) if key in ("dataset_path", "path_to_csv") else value
+        self.state["evaluation_data"], self._eval_records = saved, None
+        self._save()
+
+    def Dataset(self) -> Dict:
+        """Read the evaluation set; returns its class counts."""
+        saved = self.state.get("evaluation_data") or {}
+        if not saved.get("dataset_path"):
+            raise ExperimentError("no evaluation set: call Dataset_Params(dataset_path="
+                                  "'.../test') first.")
+        if not self.state.get("classes"):
+            raise ExperimentError("the ensemble has no experiments; Add_Experiment first.")
+        config = DataConfig(**{k: v for k, v in saved.items() if k in _EVAL_DATA_KEYS})
+        self._eval_records = load_eval(config, self.state["classes"])
+        self._say(f"evaluation set: {len(self._eval_records)} images "
+                  f"{self._eval_records.class_counts()}")
+        return self._eval_records.class_counts()
+
+    def _predict(self, split: str, records: ImageRecords, tta: bool):
+        """(per-member probabilities, labels, indices) on the images every member decoded."""
+        results = [m.predict_records(split, records, tta=tta) for m in self._opened()]
+        common = results[0][2]
+        for _, _, indices in results[1:]:
+            common = np.intersect1d(common, indices)
+        aligned = []
+        for probabilities, _, indices in results:
+            order = np.argsort(indices)
+            aligned.append(probabilities[order][np.isin(indices[order], common)])
+        return aligned, records.labels[common], common
+
+    def _validation(self, tta: bool) -> Tuple[List[np.ndarray], np.ndarray]:
+        """Members' probabilities on the validation split they share (cached)."""
+        if tta not in self._val_cache:
+            members = self._opened()
+            records = [m.validation_records() for m in members]
+            for (project, name), other in zip(self.state["members"][1:], records[1:]):
+                if sorted(other.paths) != sorted(records[0].paths):
+                    first = "/".join(self.state["members"][0])
+                    raise ExperimentError(
+                        f"{project}/{name} was validated on other images than {first}; "
+                        "weights and thresholds are chosen on the validation split the members "
+                        "share: train them on the same data with the same split and seed, or "
+                        "keep the plain mean without a tuned threshold.")
+            probabilities, labels, _ = self._predict("val", records[0], tta)
+            self._val_cache[tta] = (probabilities, labels)
+        return self._val_cache[tta]
+
+    # ------------------------------------------------------------------ combination
+    def Tune_Weights(self, metric: str = "roc_auc", step: float = 0.1, tta: bool = False) -> Dict:
+        """Choose member weights on the shared validation split: a grid over the simplex
+        (multiples of ``step``) maximising ROC-AUC or minimising ``"log_loss"``; the plain
+        mean is kept unless a grid point is strictly better. Removes a chosen threshold.
+
+        Returns ``{"weights", "metric", "step", "val_score", "val_score_of_mean",
+        "num_images", "tta"}``.
+
+        Example:
+            >>> etf.Tune_Weights(metric="log_loss")["weights"]
+        """
+        probabilities, labels = self._validation(tta)
+        tuning = dict(tune_weights(probabilities, labels, metric, step),
+                      num_images=int(len(labels)), tta=bool(tta))
+        self.state.update(weights=tuning["weights"], weight_tuning=tuning,
+                          decision_threshold=None)
+        self._save()
+        self._say(f"weights {[round(w, 3) for w in tuning['weights']]}: validation {metric} "
+                  f"{tuning['val_score']:.4f} (plain mean {tuning['val_score_of_mean']:.4f})")
+        return tuning
+
+    def update_weights(self, weights: Optional[Sequence[float]] = None) -> None:
+        """Set member weights by hand (normalised to sum 1), or ``None`` for the plain mean."""
+        count = len(self.state.get("members") or [])
+        if weights is not None:
+            weights = [float(w) for w in weights]
+            if len(weights) != count or min(weights) < 0 or sum(weights) <= 0:
+                raise ConfigError(f"give {count} non-negative weights (one per member, in the "
+                                  f"order added), not all zero; got {weights}.")
+            weights = [w / sum(weights) for w in weights]
+        self.state.update(weights=weights, weight_tuning=None, decision_threshold=None)
+        self._save()
+
+    # ------------------------------------------------------------------ threshold
+    def Select_Threshold(self, method: str = "youden", target: float = 0.95,
+                         positive_class: Optional[str] = None, tta: bool = False) -> Dict:
+        """As ``prototype.Select_Threshold``, on the ensemble's combined validation
+        probabilities."""
+        classes = self.state.get("classes") or []
+        positive_index(classes, positive_class)
+        probabilities, labels = self._validation(tta)
+        decision = choose_threshold(classes, combine(probabilities, self.state["weights"]),
+                                    labels, method, target, positive_class, tta)
+        self.state["decision_threshold"] = decision
+        self._save()
+        self._say(f"decision threshold {decision_rule(decision)}: validation sensitivity "
+                  f"{decision['val_sensitivity']:.3f}, specificity "
+                  f"{decision['val_specificity']:.3f}")
+        return decision
+
+    def update_decision_threshold(self, threshold: Optional[float],
+                                  positive_class: Optional[str] = None) -> None:
+        """As ``prototype.update_decision_threshold``."""
+        self.state["decision_threshold"] = None if threshold is None else \
+            decision_record(self.state.get("classes") or [], threshold, positive_class, "manual")
+        self._save()
+
+    # ------------------------------------------------------------------ use
+    def Evaluate(self, tta: bool = False) -> Tuple[float, Dict]:
+        """Accuracy (%) and Monk's per-class dict of the combined model on the evaluation set,
+        with the same report, state (``ensemble.json``) and files (``logs/``) as
+        ``prototype.Evaluate``."""
+        if self._eval_records is None:
+            self.Dataset()
+        records = self._eval_records
+        started = time.perf_counter()
+        probabilities, labels, indices = self._predict("eval", records, tta)
+        combined = combine(probabilities, self.state["weights"])
+        seconds = time.perf_counter() - started
+        logs = self.folder / "logs"
+        metrics = evaluate_predictions(combined, labels, [records.paths[i] for i in indices],
+                                       self.state["classes"], logs,
+                                       self.state.get("decision_threshold"), tta)
+        count = len(probabilities)
+        metrics.update(dataset=records.origin, seconds=seconds,
+                       members=["/".join(m) for m in self.state["members"]],
+                       weights=self.state["weights"] or [1.0 / count] * count)
+        self.state["evaluation"] = metrics
+        self._save()
+        self._say(f"ensemble {self.name} of {len(probabilities)} experiments, weights "
+                  f"{[round(w, 3) for w in metrics['weights']]}")
+        for line in report_lines(metrics, logs):
+            self._say(line)
+        return 100.0 * metrics["accuracy"], metrics["monk_per_class"]
+
+    def Infer(self, img_name: Optional[str] = None, img_dir: Optional[str] = None,
+              return_raw: bool = False, tta: bool = False) -> Union[Dict, List[Dict]]:
+        """As ``prototype.Infer``, with the combined probabilities."""
+        files = image_files(img_name, img_dir)
+        names = [str(f) for f in files]
+        combined = combine([m.predict_files(names, tta=tta) for m in self._opened()],
+                           self.state["weights"])
+        results = [prediction_result(name, p, self.state["classes"],
+                                     self.state.get("decision_threshold"), return_raw)
+                   for name, p in zip(names, combined)]
+        for result in results:
+            self._say(f"{result['img_name']}: {result['predicted_class']} ({result['score']:.3f})")
+        return results[0] if img_name is not None else results

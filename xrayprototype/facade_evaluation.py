@@ -1,0 +1,118 @@
+"""The facade's evaluation verbs: ``Evaluate``, ``Infer``, ``Select_Threshold`` and
+``update_decision_threshold``. The work is done by ``Experiment`` and ``evaluation``."""
+from typing import Dict, List, Optional, Tuple, Union
+
+from .errors import ExperimentError
+from .evaluation import (decision_record, decision_rule, image_files, prediction_result,
+                         report_lines)
+from .metrics import positive_index
+
+
+class EvaluationVerbs:
+    """Mixed into ``prototype``; relies on its ``_require_experiment`` and ``_say``."""
+
+    def _weights_for_prediction(self):
+        experiment = self._require_experiment()
+        if not experiment.model_ready:
+            experiment.build_model(for_inference=True)
+        experiment.load_weights("best")
+        return experiment
+
+    def Evaluate(self, tta: bool = False) -> Tuple[float, Dict]:
+        """Accuracy (%) and Monk's per-class dict on the evaluation set; prints a clinical
+        report (accuracy beside the majority-class baseline; per-class precision, recall =
+        sensitivity, specificity, F1, support; averages; ROC-AUC, PR-AUC; confusion matrix),
+        stores every figure in ``experiment.json`` and writes ``logs/confusion_matrix.png``,
+        ``logs/roc.png`` and ``logs/predictions.csv``.
+
+        Without an evaluation set (``Dataset_Params`` + ``Dataset`` in eval_infer mode) the
+        best model is evaluated on the validation split. A decision threshold set by
+        ``Select_Threshold`` / ``update_decision_threshold`` decides the predicted class.
+
+        Args:
+            tta: test-time augmentation, the mean probability of each image and its
+                horizontal mirror image (twice the prediction time).
+
+        Example:
+            >>> accuracy, per_class = gtf.Evaluate()
+            >>> accuracy, per_class = gtf.Evaluate(tta=True)
+        """
+        experiment = self._weights_for_prediction()
+        if experiment.eval_records is None:
+            if experiment.data is None:
+                raise ExperimentError("nothing to evaluate on: call Dataset_Params(dataset_path="
+                                      "'.../test') and Dataset() first.")
+            experiment.eval_records = experiment.data.val
+        metrics = experiment.evaluate(tta=tta)
+        for line in report_lines(metrics, experiment.paths.logs):
+            self._say(line)
+        return 100.0 * metrics["accuracy"], metrics["monk_per_class"]
+
+    def Infer(self, img_name: Optional[str] = None, img_dir: Optional[str] = None,
+              return_raw: bool = False, tta: bool = False) -> Union[Dict, List[Dict]]:
+        """Predict one image (``img_name``) or every image of a folder (``img_dir``).
+
+        Returns ``{"img_name", "predicted_class", "score", "probabilities": {class: p}}``
+        (plus ``decision_threshold`` when one decides), or a list of them sorted by name.
+        ``tta=True`` averages each image with its horizontal mirror image.
+
+        Example:
+            >>> gtf.Infer(img_name="chest_xray/test/NORMAL/IM-0001-0001.jpeg")["predicted_class"]
+        """
+        files = image_files(img_name, img_dir)
+        experiment = self._weights_for_prediction()
+        probabilities = experiment.predict_files([str(f) for f in files], tta=tta)
+        results = [prediction_result(str(f), p, experiment.classes,
+                                     experiment.decision_threshold, return_raw)
+                   for f, p in zip(files, probabilities)]
+        for result in results:
+            self._say(f"{result['img_name']}: {result['predicted_class']} ({result['score']:.3f})")
+        return results[0] if img_name is not None else results
+
+    def Select_Threshold(self, method: str = "youden", target: float = 0.95,
+                         positive_class: Optional[str] = None, tta: bool = False) -> Dict:
+        """Choose the decision threshold of a two-class model on its VALIDATION split (never
+        the test set), with the best saved weights; it is saved with the experiment, and
+        Evaluate / Infer then predict ``positive_class`` when its probability >= threshold.
+
+        Args:
+            method: "youden" (maximum sensitivity + specificity - 1) or "sensitivity" (the
+                highest threshold whose validation sensitivity reaches ``target``).
+            target: the sensitivity wanted with method="sensitivity", e.g. 0.95.
+            positive_class: default the class that is not NORMAL (else the second class).
+            tta: choose it on test-time-augmented probabilities (then evaluate with tta too).
+
+        Returns:
+            ``{"threshold", "positive_class", "method", "target", "val_sensitivity",
+            "val_specificity", "val_youden_j", "num_images", "tta", "chosen_on"}``.
+
+        Example:
+            >>> gtf.Prototype("Pneumonia", "resnet18", eval_infer=True)
+            >>> gtf.Select_Threshold(method="sensitivity", target=0.95)["threshold"]
+        """
+        positive_index(self._require_experiment().classes, positive_class)   # before any work
+        experiment = self._weights_for_prediction()
+        decision = experiment.select_threshold(method, target, positive_class, tta)
+        self._say(f"decision threshold {decision_rule(decision)} ({method}"
+                  f"{f' {target}' if method == 'sensitivity' else ''}, on "
+                  f"{decision['num_images']} validation images): sensitivity "
+                  f"{decision['val_sensitivity']:.3f}, specificity "
+                  f"{decision['val_specificity']:.3f}")
+        return decision
+
+    def update_decision_threshold(self, threshold: Optional[float],
+                                  positive_class: Optional[str] = None) -> None:
+        """Set the two-class decision threshold by hand (``None`` goes back to the most
+        probable class); saved with the experiment.
+
+        Example:
+            >>> gtf.update_decision_threshold(0.4)      # PNEUMONIA when p(PNEUMONIA) >= 0.4
+        """
+        experiment = self._require_experiment()
+        if not experiment.classes:
+            raise ExperimentError("the classes are not known yet; call Dataset() or train "
+                                  "the experiment before setting a decision threshold.")
+        decision = None if threshold is None else \
+            decision_record(experiment.classes, threshold, positive_class, "manual")
+        experiment.set_decision_threshold(decision)
+        self._say(f"decision: {decision_rule(decision)}")
