@@ -115,3 +115,44 @@ def alternate(first, second, repeats: int) -> tuple:
         for side in order:
             results[side].append((first, second)[side]())
     return results
+
+
+def apply_augmentation(gtf, rotation: float = 0.0, zoom: float = 0.0, shift: float = 0.0,
+                       brightness_contrast: float = 0.0, horizontal_flip: float = 0.5) -> None:
+    """The accuracy benchmarks' augmentation presets, through the facade's ``apply_*`` verbs."""
+    if horizontal_flip:
+        gtf.apply_random_horizontal_flip(horizontal_flip)
+    if rotation:
+        gtf.apply_random_rotation(rotation)
+    if zoom:
+        gtf.apply_random_zoom(zoom)
+    if shift:
+        gtf.apply_random_shift(shift)
+    if brightness_contrast:
+        gtf.apply_random_brightness_contrast(brightness_contrast, brightness_contrast)
+
+
+def augmentation_text(rotation: float = 0.0, zoom: float = 0.0, shift: float = 0.0,
+                      brightness_contrast: float = 0.0, horizontal_flip: float = 0.5) -> str:
+    parts = [f"{name} {value}" for name, value in (
+        ("h-flip", horizontal_flip), ("rotate", rotation), ("zoom", zoom), ("shift", shift),
+        ("brightness-contrast", brightness_contrast)) if value]
+    return " / ".join(parts) or "no augmentation"
+
+
+def test_figures(evaluation: dict, positive: str = "PNEUMONIA", negative: str = "NORMAL") -> dict:
+    """The figures BENCHMARKS.md reports, from a saved ``state["evaluation"]``."""
+    per_class = evaluation["per_class"]
+    return {"test_images": evaluation["num_images"], "test_accuracy": evaluation["accuracy"],
+            "sensitivity_pneumonia": per_class[positive]["recall"],
+            "specificity_normal_recall": per_class[negative]["recall"],
+            "test_roc_auc": evaluation["roc_auc"], "test_pr_auc": evaluation.get("pr_auc"),
+            "decision_rule": evaluation.get("decision_rule"), "tta": evaluation.get("tta"),
+            "majority_baseline_accuracy": evaluation["majority_baseline_accuracy"]}
+
+
+def print_test_figures(label: str, row: dict) -> None:
+    print(f"{label}: test accuracy {row['test_accuracy']:.4f} (majority baseline "
+          f"{row['majority_baseline_accuracy']:.4f}), sensitivity {row['sensitivity_pneumonia']:.4f}, "
+          f"specificity {row['specificity_normal_recall']:.4f}, ROC-AUC {row['test_roc_auc']:.4f}, "
+          f"decision {row['decision_rule']}", flush=True)
