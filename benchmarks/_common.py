@@ -32,6 +32,14 @@ def kermany_subset(out_dir: Path, per_class: Dict[str, int], split: str = "train
     return out_dir
 
 
+def finished_experiment(workspace: Path, project: str, experiment: str) -> bool:
+    """Whether ``workspace/project/experiment`` holds a finished training run (``--reuse``)."""
+    from xrayprototype.state import STATUS_TRAINED, read_state
+
+    path = Path(workspace) / project / experiment / "experiment.json"
+    return path.is_file() and read_state(path).get("status") == STATUS_TRAINED
+
+
 def save_result(name: str, payload: dict) -> Path:
     import json
 
@@ -156,3 +164,33 @@ def print_test_figures(label: str, row: dict) -> None:
           f"{row['majority_baseline_accuracy']:.4f}), sensitivity {row['sensitivity_pneumonia']:.4f}, "
           f"specificity {row['specificity_normal_recall']:.4f}, ROC-AUC {row['test_roc_auc']:.4f}, "
           f"decision {row['decision_rule']}", flush=True)
+
+
+def evaluate_decision_rules(tool, threshold, tta: bool) -> dict:
+    """Evaluate a reopened experiment (a ``prototype``) or an ``ensemble`` on its evaluation set
+    under each decision rule: the most probable class ("argmax") and, when ``threshold`` (a
+    ``Select_Threshold`` record) is given, that validation-chosen threshold; each without and,
+    with ``tta``, with flip TTA. The recipe's own rule (threshold if given, TTA if asked) runs
+    last, so the saved evaluation is the recipe's. Returns ``{"argmax": figures, ...}``."""
+    def set_rule(decision) -> None:
+        if hasattr(tool, "experiment"):
+            tool.experiment.set_decision_threshold(decision)
+        elif decision is None:
+            tool.update_decision_threshold(None)
+        else:                                   # the ensemble's own record, as it chose it
+            tool.state["decision_threshold"] = decision
+
+    def saved_evaluation() -> dict:
+        return (tool.experiment.state if hasattr(tool, "experiment") else tool.state)["evaluation"]
+
+    variants = {}
+    for rule in ["argmax"] + (["threshold"] if threshold else []):
+        set_rule(threshold if rule == "threshold" else None)
+        for with_tta in ([False, True] if tta else [False]):
+            tool.Evaluate(tta=with_tta)
+            variants[rule + ("+tta" if with_tta else "")] = test_figures(saved_evaluation())
+    return variants
+
+
+def primary_rule(threshold, tta: bool) -> str:
+    return ("threshold" if threshold else "argmax") + ("+tta" if tta else "")

@@ -10,7 +10,7 @@ evaluation on the test split.
 minimising validation log-loss (``log_loss``); the plain mean is kept unless a grid point is
 strictly better; ``--tune none`` keeps the mean. ``--youden``: threshold by maximum Youden J on
 the combined validation probabilities. ``--tta``: flip test-time augmentation for every member
-(the evaluation without it is reported beside). Writes ``benchmarks/results/ensemble-<name>.json``.
+(the evaluation without it, and the argmax rule, are reported beside). Writes ``benchmarks/results/ensemble-<name>.json``.
 """
 import argparse
 import os
@@ -18,7 +18,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import print_test_figures, save_result, test_figures  # noqa: E402
+from _common import (evaluate_decision_rules, primary_rule,  # noqa: E402
+                     print_test_figures, save_result)
 
 
 def main() -> None:
@@ -43,20 +44,16 @@ def main() -> None:
     threshold = etf.Select_Threshold(method="youden", tta=args.tta) if args.youden else None
     etf.Dataset_Params(dataset_path=args.test)
     etf.Dataset()
-    evaluations = {}
-    for tta in ([False, True] if args.tta else [False]):
-        etf.Evaluate(tta=tta)
-        evaluations[tta] = test_figures(etf.state["evaluation"])
-    figures = evaluations[args.tta]
+    evaluations = evaluate_decision_rules(etf, threshold, args.tta)
+    figures = evaluations[primary_rule(threshold, args.tta)]
     result = {"command": "python benchmarks/bench_ensemble.py " + " ".join(sys.argv[1:]),
               "project": args.project, "members": args.members, "test": args.test,
               "weights": etf.state["evaluation"]["weights"], "weight_tuning": tuning,
               "threshold": threshold, "cores": os.cpu_count(), **figures}
-    if args.tta:
-        result["without_tta"] = evaluations[False]
+    result["all_decision_rules"] = evaluations       # for information; the recipe's is above
     path = save_result(f"ensemble-{name}", result)
-    for tta, row in evaluations.items():
-        print_test_figures("with TTA" if tta else "without TTA", row)
+    for rule, row in evaluations.items():
+        print_test_figures(rule, row)
     print(f"saved {path}")
 
 
