@@ -276,6 +276,15 @@ def test_threshold_errors_name_the_problem(bench, tmp_path, synthetic_data):
         gtf.update_decision_threshold(1.5)
     with pytest.raises(ConfigError, match="not one of the classes"):
         gtf.Select_Threshold(positive_class="COVID")
+    # a misspelt method or a bad target: refused with the fix, before anything is predicted
+    def no_prediction(*args, **kwargs):
+        raise AssertionError("predicted before the arguments were checked")
+    gtf.experiment.predict_records = no_prediction
+    with pytest.raises(ConfigError, match="did you mean 'youden'"):
+        gtf.Select_Threshold(method="yuoden")
+    with pytest.raises(ConfigError, match="target sensitivity"):
+        gtf.Select_Threshold(method="sensitivity", target=95)
+    del gtf.experiment.predict_records
     # three classes: refused before anything is predicted
     three = tmp_path / "three"
     for name in ("NORMAL", "PNEUMONIA", "COVID"):
@@ -382,6 +391,9 @@ def test_ensemble_mean_tuned_weights_threshold_and_inference(bench):
                                combine(member_probabilities, tuning["weights"])[:, 1], atol=1e-6)
 
     # reopened by name: members, weights and a chosen threshold are kept and used
+    with pytest.raises(ConfigError, match="did you mean 'sensitivity'"):
+        etf.Select_Threshold(method="sensitvity")
+    assert etf.state["decision_threshold"] is None
     decision = etf.Select_Threshold(method="youden")
     again = ensemble(verbose=0, workspace=bench["workspace"])
     again.Ensemble("duo")

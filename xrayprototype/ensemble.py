@@ -30,7 +30,7 @@ from .data import ImageRecords, load_eval
 from .errors import ConfigError, ExperimentError
 from .evaluation import (choose_threshold, decision_record, decision_rule, evaluate_predictions,
                          image_files, prediction_result, report_lines)
-from .metrics import positive_index, roc_auc
+from .metrics import check_threshold_method, positive_index, roc_auc
 from .workspace import ExperimentPaths, ensemble_dir, resolve_root
 
 ENSEMBLE_FILE = "ensemble.json"
@@ -311,6 +311,7 @@ class ensemble:  # noqa: N801  (Monk's spelling is the public API)
         probabilities."""
         classes = self.state.get("classes") or []
         positive_index(classes, positive_class)
+        check_threshold_method(method, target)           # before predicting anything
         probabilities, labels = self._validation(tta)
         decision = choose_threshold(classes, combine(probabilities, self.state["weights"]),
                                     labels, method, target, positive_class, tta)

@@ -5,7 +5,7 @@ from typing import Dict, List, Optional, Tuple, Union
 from .errors import ExperimentError
 from .evaluation import (decision_record, decision_rule, image_files, prediction_result,
                          report_lines)
-from .metrics import positive_index
+from .metrics import check_threshold_method, positive_index
 
 
 class EvaluationVerbs:
@@ -91,6 +91,7 @@ class EvaluationVerbs:
             >>> gtf.Select_Threshold(method="sensitivity", target=0.95)["threshold"]
         """
         positive_index(self._require_experiment().classes, positive_class)   # before any work
+        check_threshold_method(method, target)
         experiment = self._weights_for_prediction()
         decision = experiment.select_threshold(method, target, positive_class, tta)
         self._say(f"decision threshold {decision_rule(decision)} ({method}"

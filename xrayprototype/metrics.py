@@ -10,7 +10,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .errors import ConfigError
+from .errors import ConfigError, unknown_name
 
 THRESHOLD_METHODS = ("youden", "sensitivity")
 
@@ -87,6 +87,18 @@ def predicted_labels(probabilities: np.ndarray, threshold: Optional[float] = Non
     return np.where(probabilities[:, positive] >= threshold, positive, 1 - positive)
 
 
+def check_threshold_method(method: str, target: Optional[float] = None) -> None:
+    """Raise ConfigError (naming the close method) unless ``method`` and, for
+    ``"sensitivity"``, ``target`` are valid; called before any prediction is made."""
+    if method not in THRESHOLD_METHODS:
+        raise unknown_name("threshold method", method, THRESHOLD_METHODS,
+                           hint="'youden' maximises sensitivity + specificity - 1; "
+                                "'sensitivity' reaches target= (e.g. 0.95).")
+    if method == "sensitivity" and (isinstance(target, bool) or not isinstance(
+            target, (int, float)) or not 0.0 < float(target) <= 1.0):
+        raise ConfigError(f"target sensitivity must be in (0, 1], e.g. 0.95; got {target!r}.")
+
+
 def select_threshold(is_positive: Sequence[bool], scores: Sequence[float],
                      method: str = "youden", target: Optional[float] = None) -> Dict:
     """Choose a threshold on ``scores`` (predict positive where score >= threshold).
@@ -108,16 +120,13 @@ def select_threshold(is_positive: Sequence[bool], scores: Sequence[float],
     if is_positive.all() or not is_positive.any():
         raise ConfigError(f"choosing a threshold needs positive and negative images; these "
                           f"{len(scores)} images are all of one class.")
-    if method not in THRESHOLD_METHODS:
-        raise ConfigError(f"threshold method must be one of {THRESHOLD_METHODS}, got {method!r}.")
+    check_threshold_method(method, target)
     # roc_curve's first point (threshold +inf) predicts nothing positive; the others are the
     # distinct scores in decreasing order, with sensitivity (tpr) never decreasing
     fpr, tpr, cuts = (a[1:] for a in roc_curve(is_positive, scores, drop_intermediate=False))
     if method == "youden":
         k = int(np.argmax(tpr - fpr))
     else:
-        if target is None or not 0.0 < float(target) <= 1.0:
-            raise ConfigError(f"target sensitivity must be in (0, 1], e.g. 0.95; got {target!r}.")
         k = int(np.argmax(tpr >= float(target) - 1e-12))
     threshold = (cuts[k] + cuts[k + 1]) / 2 if k + 1 < len(cuts) else cuts[k]
     return {"threshold": float(threshold), "sensitivity": float(tpr[k]),
