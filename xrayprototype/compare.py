@@ -16,12 +16,12 @@ import base64
 import html
 import json
 from pathlib import Path
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Union
 
 from . import state as st
 from .errors import ExperimentError
 from .training import History
-from .workspace import ExperimentPaths, comparison_dir, resolve_root
+from .workspace import ExperimentPaths, NamedCollection, comparison_dir
 
 #: (column, axis label, scale) of the bar charts, drawn when at least one experiment has a value
 BAR_CHARTS = [
@@ -78,24 +78,13 @@ def experiment_row(paths: ExperimentPaths) -> Dict:
     return row
 
 
-class compare:  # noqa: N801  (Monk's spelling is the public API)
+class compare(NamedCollection):  # noqa: N801  (Monk's spelling is the public API)
     """Collect experiments under a comparison name and generate their statistics."""
+    kind, opening_verb, folder_of = "comparison", "Comparison", staticmethod(comparison_dir)
 
     def __init__(self, verbose: int = 1, workspace: Union[None, str, Path] = None):
-        self.verbose = verbose
-        self.workspace_root = resolve_root(workspace)
-        self.name: Optional[str] = None
+        super().__init__(verbose, workspace)
         self.experiments: List[List[str]] = []
-
-    def _say(self, text: str) -> None:
-        if self.verbose:
-            print(text, flush=True)
-
-    @property
-    def folder(self) -> Path:
-        if self.name is None:
-            raise ExperimentError("no comparison is open; call Comparison('name') first.")
-        return comparison_dir(self.workspace_root, self.name)
 
     def Comparison(self, comparison_name: str) -> None:
         """Create or reopen ``comparison/<comparison_name>`` (its experiment list is kept)."""
@@ -107,10 +96,7 @@ class compare:  # noqa: N801  (Monk's spelling is the public API)
 
     def Add_Experiment(self, project_name: str, experiment_name: str) -> None:
         """Add a saved experiment; it must exist (it need not have finished training)."""
-        paths = ExperimentPaths(self.workspace_root, project_name, experiment_name)
-        if not paths.exists():
-            raise ExperimentError(f"no experiment {project_name}/{experiment_name} under "
-                                  f"{self.workspace_root}; check the names and workspace=.")
+        self._saved_experiment(project_name, experiment_name)
         if [project_name, experiment_name] not in self.experiments:
             self.experiments.append([project_name, experiment_name])
         self.folder.mkdir(parents=True, exist_ok=True)

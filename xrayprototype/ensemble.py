@@ -31,7 +31,7 @@ from .errors import ConfigError, ExperimentError
 from .evaluation import (choose_threshold, decision_record, decision_rule, evaluate_predictions,
                          image_files, prediction_result, report_lines)
 from .metrics import check_threshold_method, positive_index, roc_auc
-from .workspace import ExperimentPaths, ensemble_dir, resolve_root
+from .workspace import NamedCollection, ensemble_dir
 
 ENSEMBLE_FILE = "ensemble.json"
 WEIGHT_METRICS = ("roc_auc", "log_loss")
@@ -115,7 +115,7 @@ def tune_weights(member_probabilities: Sequence[np.ndarray], labels: np.ndarray,
 
 
 # ---------------------------------------------------------------------------- the facade
-class ensemble:  # noqa: N801  (Monk's spelling is the public API)
+class ensemble(NamedCollection):  # noqa: N801  (Monk's spelling is the public API)
     """Several saved experiments as one model: ``Ensemble`` opens it, the other verbs act on it.
 
     Args:
@@ -123,26 +123,16 @@ class ensemble:  # noqa: N801  (Monk's spelling is the public API)
         workspace: the workspace root holding the members (default as for ``prototype``).
     """
 
+    kind, opening_verb, folder_of = "ensemble", "Ensemble", staticmethod(ensemble_dir)
+
     def __init__(self, verbose: int = 1, workspace: Union[None, str, Path] = None):
-        self.verbose = verbose
-        self.workspace_root = resolve_root(workspace)
-        self.name: Optional[str] = None
+        super().__init__(verbose, workspace)
         self.state: Dict = {}
         self._members: Dict[Tuple[str, str], object] = {}     # opened Experiments
         self._val_cache: Dict[bool, Tuple[List[np.ndarray], np.ndarray]] = {}
         self._eval_records: Optional[ImageRecords] = None
 
     # ------------------------------------------------------------------ opening
-    def _say(self, text: str) -> None:
-        if self.verbose:
-            print(text, flush=True)
-
-    @property
-    def folder(self) -> Path:
-        if self.name is None:
-            raise ExperimentError("no ensemble is open; call Ensemble('name') first.")
-        return ensemble_dir(self.workspace_root, self.name)
-
     def _save(self) -> None:
         st.write_state(self.folder / ENSEMBLE_FILE, self.state)
 
@@ -165,11 +155,7 @@ class ensemble:  # noqa: N801  (Monk's spelling is the public API)
         """Add a trained experiment; its classes must be those of the other members.
         Adding a member resets the weights to the plain mean and removes the threshold."""
         self.folder                                     # an ensemble must be open
-        paths = ExperimentPaths(self.workspace_root, project_name, experiment_name)
-        if not paths.exists():
-            raise ExperimentError(f"no experiment {project_name}/{experiment_name} under "
-                                  f"{self.workspace_root}; check the names and workspace=.")
-        state = st.read_state(paths.state_file)
+        state = st.read_state(self._saved_experiment(project_name, experiment_name).state_file)
         classes = state.get("classes") or []
         if not classes or not (state.get("training", {}).get("progress") or {}).get(
                 "epoch_completed"):

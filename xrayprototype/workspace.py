@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 from typing import Optional, Union
 
-from .errors import ConfigError
+from .errors import ConfigError, ExperimentError
 
 WORKSPACE_ENV = "XRAYPROTOTYPE_WORKSPACE"
 _VALID_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._+=@,-]*$")
@@ -83,3 +83,36 @@ def describe(paths: Optional[ExperimentPaths]) -> str:
 def ensemble_dir(root: Path, name: str) -> Path:
     """``<root>/ensembles/<name>``: an ensemble's state, plots and predictions."""
     return Path(root) / "ensembles" / validate_name(name, "ensemble")
+
+
+class NamedCollection:
+    """What ``compare`` and ``ensemble`` share: a named folder of the workspace that lists saved
+    experiments. Subclasses set ``kind`` ("comparison"), ``opening_verb`` ("Comparison") and
+    ``folder_of`` (root, name -> folder)."""
+    kind = "collection"
+    opening_verb = "Open"
+    folder_of = staticmethod(comparison_dir)
+
+    def __init__(self, verbose: int = 1, workspace: Union[None, str, os.PathLike] = None):
+        self.verbose = verbose
+        self.workspace_root = resolve_root(workspace)
+        self.name: Optional[str] = None
+
+    def _say(self, text: str) -> None:
+        if self.verbose:
+            print(text, flush=True)
+
+    @property
+    def folder(self) -> Path:
+        if self.name is None:
+            raise ExperimentError(f"no {self.kind} is open; call {self.opening_verb}('name') "
+                                  "first.")
+        return self.folder_of(self.workspace_root, self.name)
+
+    def _saved_experiment(self, project_name: str, experiment_name: str) -> ExperimentPaths:
+        """The paths of a saved experiment of this workspace; ExperimentError if none."""
+        paths = ExperimentPaths(self.workspace_root, project_name, experiment_name)
+        if not paths.exists():
+            raise ExperimentError(f"no experiment {project_name}/{experiment_name} under "
+                                  f"{self.workspace_root}; check the names and workspace=.")
+        return paths
