@@ -2,6 +2,13 @@
 
 Grouping keeps every image of one patient on the same side of the split (the Kermany set has
 several images per patient: ``personN_...``), so validation never sees a training patient.
+
+The grouped split gets as close to the requested fraction as the patients allow, class by
+class: patients are taken largest first (in a seeded random order among equal sizes) and each
+goes to the side that keeps every class's validation count closest to ``val_fraction`` of the
+images of that class seen so far. The error is then at most about half of the smallest
+patients' image counts per class, whatever the fraction (a k-fold split could only give
+``1/k``). Each class ends up on both sides.
 """
 from typing import Sequence, Tuple
 
@@ -45,13 +52,44 @@ def _stratified(labels, val_fraction, seed):
 
 
 def _grouped(labels, group_ids, val_fraction, seed):
-    """Stratified by class, grouped by patient: the first fold of StratifiedGroupKFold."""
-    from sklearn.model_selection import StratifiedGroupKFold
+    """Stratified by class, grouped by patient, at the requested fraction (see the module)."""
+    present = np.unique(labels)
+    per_group = np.zeros((group_ids.max() + 1, len(present)))      # images of each class
+    np.add.at(per_group, (group_ids, np.searchsorted(present, labels)), 1)
+    patients = (per_group > 0).sum(axis=0)
+    if (patients < 2).any():
+        raise DatasetError(
+            f"only {len(per_group)} patients, and class(es) {present[patients < 2].tolist()} "
+            f"have images of a single patient (patients per class: "
+            f"{dict(zip(present.tolist(), patients.tolist()))}): too few for a grouped "
+            f"validation split of {val_fraction:.0%}; add data or pass a validation folder.")
+    order = np.random.RandomState(seed).permutation(len(per_group))
+    order = order[np.argsort(-per_group[order].sum(axis=1), kind="stable")]
+    in_val = _assign(per_group, order, val_fraction)
+    _put_each_class_on_both_sides(per_group, order, in_val)
+    val_mask = in_val[group_ids]
+    return np.flatnonzero(~val_mask), np.flatnonzero(val_mask)
 
-    n_splits = max(2, int(round(1.0 / val_fraction)))
-    n_groups = len(np.unique(group_ids))
-    if n_groups < n_splits:
-        raise DatasetError(f"only {n_groups} patients: too few for a grouped validation split "
-                           f"of {val_fraction:.0%}; add data or pass a validation folder.")
-    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    return next(splitter.split(np.zeros(len(labels)), labels, group_ids))
+
+def _assign(per_group, order, val_fraction):
+    """Greedy: each group, in ``order``, to the side that leaves the per-class gap between
+    the validation counts and ``val_fraction`` of the counts seen so far smallest."""
+    in_val = np.zeros(len(per_group), dtype=bool)
+    gap = np.zeros(per_group.shape[1])                  # validation images minus their target
+    for group in order:
+        to_val = gap + (1.0 - val_fraction) * per_group[group]
+        to_train = gap - val_fraction * per_group[group]
+        in_val[group] = np.square(to_val).sum() < np.square(to_train).sum()
+        gap = to_val if in_val[group] else to_train
+    return in_val
+
+
+def _put_each_class_on_both_sides(per_group, order, in_val):
+    """A class left on one side (a small class at a small fraction) gets its smallest
+    patient moved to the other side."""
+    for cls in range(per_group.shape[1]):
+        for side in (True, False):
+            holders = [g for g in order if per_group[g, cls] > 0]
+            if not any(in_val[g] == side for g in holders):
+                smallest = min((g for g in holders), key=lambda g: per_group[g].sum())
+                in_val[smallest] = side
