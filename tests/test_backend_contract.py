@@ -29,7 +29,7 @@ def _model_config(**overrides):
 def _backend(name, num_classes=CLASSES, optim=None, class_weights=None, seed=0, **model):
     backend = create_backend(name)
     backend.seed(seed)
-    info = backend.build_model(_model_config(**model), num_classes, 3)
+    info = backend.build_model(_model_config(**model), num_classes)
     backend.configure(resolved(optim or OptimConfig()), class_weights)
     return backend, info
 
@@ -46,13 +46,7 @@ def _batch(backend, count=BATCH, seed=0):
 
 def _weights(backend):
     """The model's tensors as numpy arrays, in definition order (first = stem, last = head)."""
-    model = backend.model
-    if hasattr(model, "state_dict"):                                   # torch
-        return [(k, v.detach().cpu().numpy().copy()) for k, v in model.state_dict().items()]
-    if hasattr(model, "collect_params"):                               # gluon
-        return [(k, p.data().asnumpy().copy()) for k, p in model.collect_params().items()]
-    return [(w.path if hasattr(w, "path") else w.name, np.array(w.numpy()))   # keras
-            for w in model.weights]
+    return backend.named_weights()
 
 
 def _first_conv(weights):
@@ -283,7 +277,7 @@ def test_batches_from_the_core_loader_follow_the_backend_layout(name, synthetic_
 @pytest.mark.parametrize("name", BACKENDS)
 def test_unknown_model_name_suggests_the_close_one(name):
     with pytest.raises(ConfigError, match="resnet18"):
-        create_backend(name).build_model(_model_config(model_name="resnet19"), CLASSES, 3)
+        create_backend(name).build_model(_model_config(model_name="resnet19"), CLASSES)
 
 
 # ---------------------------------------------------------------------------- pytorch weights
@@ -311,7 +305,7 @@ def test_missing_pretrained_weights_raise_naming_the_file(monkeypatch, tmp_path)
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
     with pytest.raises(PretrainedWeightsError) as err:
-        create_backend("pytorch").build_model(_model_config(use_pretrained=True), CLASSES, 3)
+        create_backend("pytorch").build_model(_model_config(use_pretrained=True), CLASSES)
     message = str(err.value)
     assert url in message or url.rsplit("/", 1)[-1] in message
     assert "use_pretrained=False" in message

@@ -22,7 +22,7 @@ def _backend(model_name="resnet18", num_classes=2, optimizer="adam", **model):
     values = dict(model_name=model_name, use_pretrained=False, freeze_base_network=False,
                   use_gpu=False)
     values.update(model)
-    backend.build_model(ModelConfig(**values), num_classes, 3)
+    backend.build_model(ModelConfig(**values), num_classes)
     backend.configure(resolved(OptimConfig(optimizer=optimizer)), None)
     return backend
 
@@ -46,9 +46,9 @@ def test_compat_imports_mxnet_and_gluoncv_beside_torch2_in_a_fresh_process(run_p
         import torch                                  # torch>=2 first: gluoncv's check would raise
         import xrayprototype.backends.gluon as gluon
         import numpy as np, mxnet, gluoncv
-        from xrayprototype.backends.gluon._compat import usable_cpus
+        from xrayprototype.backend import usable_cpu_count
         assert int(torch.__version__.split(".")[0]) >= 2
-        assert np.bool is bool and os.environ["OMP_NUM_THREADS"] == str(usable_cpus())
+        assert np.bool is bool and os.environ["OMP_NUM_THREADS"] == str(usable_cpu_count())
         assert gluoncv._found_mxnet and not gluoncv._found_pytorch
         print("ok", mxnet.__version__)
     """
@@ -62,21 +62,36 @@ def test_compat_imports_mxnet_and_gluoncv_beside_torch2_in_a_fresh_process(run_p
     run_python(code, tmp_path)
 
 
-def test_model_table_has_canonical_and_native_gluoncv_names_case_insensitively():
-    models = create_backend("gluon").capabilities().models
+def test_model_table_has_canonical_and_prefixed_native_gluoncv_names():
+    from xrayprototype.models import MODEL_NAMES
+
+    capabilities = create_backend("gluon").capabilities()
+    models, prefix = capabilities.models, capabilities.native_model_prefix
+    assert prefix == "gluoncv/"
     canonical = ("resnet18", "resnet34", "resnet50", "densenet121", "mobilenet_v2",
                  "mobilenet_v3_small", "mobilenet_v3_large", "vgg16", "resnext50_32x4d",
-                 "xception", "squeezenet1_1")
-    for name in canonical + ("ResNet34_v2", "ResNext101_32x4d", "resnet18_v1", "resnet18_v2"):
+                 "xception", "squeezenet1_1", "resnet50_v2", "densenet201", "vgg19")
+    natives = ("gluoncv/ResNet34_v2", "gluoncv/ResNext101_32x4d", "gluoncv/resnet18_v1",
+               "gluoncv/resnet18_v1b")
+    for name in canonical + natives:            # gluoncv names in any case, as get_model
         assert name in models, name
+    assert all(name in MODEL_NAMES or name.startswith(prefix) for name in models)
+    assert "resnet18_v1b" not in models       # a native name needs its prefix
     assert models["resnet18"].source == "mxnet.gluon.model_zoo.vision"
     assert models["mobilenet_v3_small"].source == "gluoncv"
     assert all(info.normalization == "imagenet" for info in models.values())
-    assert not any(name.startswith(("ssd_", "yolo3", "faster_rcnn")) for name in models)
+    assert not any(info.preprocessing_in_model for info in models.values())
+    assert not any(name.startswith(("gluoncv/ssd_", "gluoncv/yolo3", "gluoncv/faster_rcnn"))
+                   for name in models)
+
+
+def test_a_native_name_without_its_prefix_suggests_it():
+    with pytest.raises(ConfigError, match="model_name='gluoncv/resnet18_v1b'"):
+        _backend("resnet18_v1b")
 
 
 @pytest.mark.parametrize("name", ["densenet121", "squeezenet1_1", "mobilenet_v3_small",
-                                  "ResNet34_v2"])
+                                  "gluoncv/ResNet34_v2"])
 def test_models_train_and_predict_at_32_px(name):
     """DenseNet's fixed 7x7 pool and SqueezeNet's 13x13 pool become global pools."""
     backend = _backend(name, num_classes=3)
@@ -135,7 +150,7 @@ def _torch_reference(name, torch_class, torch_kwargs, mx_params, steps=3):
     """The same three updates on one tensor with torch and with our MXNet optimizer."""
     import torch
     mx, _ = _frameworks()
-    from xrayprototype.backends.gluon.optim import create_optimizer
+    from xrayprototype.backends.gluon.optimizers import create_optimizer
 
     rng = np.random.default_rng(0)
     start = rng.standard_normal((4, 3)).astype(np.float32)
@@ -165,7 +180,7 @@ def test_adamw_adamax_and_adadelta_follow_pytorch():
 
 def test_optimizer_parameters_gluon_lacks_raise_saying_what_exists():
     backend = create_backend("gluon")
-    backend.build_model(ModelConfig(model_name="resnet18", use_pretrained=False), 2, 3)
+    backend.build_model(ModelConfig(model_name="resnet18", use_pretrained=False), 2)
     with pytest.raises(ConfigError, match="no momentum"):
         backend.configure(resolved(OptimConfig(optimizer="rmsprop",
                                                optimizer_params={"momentum": 0.9})), None)

@@ -54,7 +54,7 @@ def _build(backend, name="mobilenet_0.25", freeze=False, optimizer="adam", **opt
     from xrayprototype.optim import resolved
 
     info = backend.build_model(ModelConfig(name, freeze_base_network=freeze,
-                                           use_pretrained=False), 2, 3)
+                                           use_pretrained=False), 2)
     backend.configure(resolved(OptimConfig(optimizer=optimizer, **optim)), None)
     backend.set_learning_rate(1e-3)
     return info
@@ -97,6 +97,8 @@ def test_capabilities_use_the_canonical_names(backend):
         assert name in caps.models, name
     assert caps.models["mobilenet_v2"].normalization == "none"      # preprocessing inside
     assert caps.models["resnet18"].normalization == "imagenet"
+    inside = {name for name, info in caps.models.items() if info.preprocessing_in_model}
+    assert inside == set(caps.models) - {"resnet18", "resnet34"}      # the applications
     assert caps.models["resnet18"].pretrained == ""                  # no ImageNet weights
     assert set(caps.optimizers) == {"sgd", "nesterov_sgd", "adam", "adamw", "rmsprop",
                                     "adagrad", "adadelta", "adamax"}
@@ -107,7 +109,19 @@ def test_unknown_model_suggests_close_names(backend):
     from xrayprototype.errors import ConfigError
 
     with pytest.raises(ConfigError, match="did you mean 'mobilenet_v2'"):
-        backend.build_model(ModelConfig("mobilenet_v22", use_pretrained=False), 2, 3)
+        backend.build_model(ModelConfig("mobilenet_v22", use_pretrained=False), 2)
+
+
+@pytest.mark.parametrize("name", ["mobilenet_0.25", "resnet18"])
+def test_preprocessing_in_model_is_declared_where_the_network_scales_its_input(backend, name):
+    """The core refuses a second normalisation on these models: the flag must be exact."""
+    from xrayprototype.config import ModelConfig
+    from xrayprototype.backends.keras.models import ApplicationPreprocessing, create_model
+
+    model = create_model(ModelConfig(name, use_pretrained=False), 2)
+    scales = any(isinstance(layer, ApplicationPreprocessing) for layer in model.layers)
+    assert backend.capabilities().models[name].preprocessing_in_model is scales
+    assert scales is (name != "resnet18")
 
 
 @pytest.mark.parametrize("family", ["resnet", "mobilenet_v2", "densenet", "efficientnet"])
@@ -157,7 +171,7 @@ def test_learning_rate_is_set_by_the_core(backend):
 @pytest.mark.parametrize("loss", ["softmax_crossentropy", "focal"])
 def test_losses_with_label_smoothing_and_class_weights(loss):
     import tensorflow as tf
-    from xrayprototype.backends.keras.backend import ClassificationLoss
+    from xrayprototype.backends.keras.losses import ClassificationLoss
 
     logits = np.array([[2.0, -1.0], [0.5, 0.3], [-1.0, 1.5]], np.float32)
     labels = np.array([0, 1, 1])
@@ -179,7 +193,7 @@ def test_resnet18_has_no_imagenet_weights_and_says_so(backend):
     from xrayprototype.errors import PretrainedWeightsError
 
     with pytest.raises(PretrainedWeightsError, match="use_pretrained=False"):
-        backend.build_model(ModelConfig("resnet18", use_pretrained=True), 2, 3)
+        backend.build_model(ModelConfig("resnet18", use_pretrained=True), 2)
 
 
 def test_missing_imagenet_weights_offline_name_the_file(backend, monkeypatch):
@@ -195,7 +209,7 @@ def test_missing_imagenet_weights_offline_name_the_file(backend, monkeypatch):
 
     monkeypatch.setattr(mobilenet_v2.file_utils, "get_file", offline)
     with pytest.raises(PretrainedWeightsError, match=r"Put mobilenet_v2_no_top.h5 .*\.keras/models"):
-        backend.build_model(ModelConfig("mobilenet_v2", use_pretrained=True), 2, 3)
+        backend.build_model(ModelConfig("mobilenet_v2", use_pretrained=True), 2)
 
 
 def test_save_and_load_round_trip_with_optimizer(backend, tmp_path):
@@ -220,7 +234,7 @@ def test_pretrained_mobilenet_025_from_model_path_fine_tunes(backend):
     from xrayprototype.optim import resolved
 
     info = backend.build_model(ModelConfig("mobilenet_0.25", freeze_base_network=True,
-                                           model_path=str(MOBILENET_025)), 2, 3)
+                                           model_path=str(MOBILENET_025)), 2)
     assert info["num_parameters"] == 213_072 + 256 * 2 + 2     # without BatchNorm statistics
     with h5py.File(MOBILENET_025, "r") as weights:
         conv1 = weights["conv1"]["conv1"]["kernel:0"][()]

@@ -16,6 +16,7 @@ discriminative learning rates), and the core refuses a recipe whose mechanics ar
 import abc
 import importlib
 import importlib.util
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -30,17 +31,39 @@ from .errors import BackendUnavailableError, ConfigError, unknown_name
 
 @dataclass
 class ModelInfo:
-    """One model a backend can build under a canonical name."""
+    """One model a backend can build, under a canonical name (``xrayprototype.models``) or a
+    name with the backend's native prefix.
+
+    Attributes:
+        name: the name a user passes as ``model_name``.
+        source: where the architecture comes from, e.g. "torchvision".
+        normalization: the input normalisation the model was trained with, a key of the
+            core's NORMALIZATIONS (e.g. "imagenet"), or "none" for 0..1 pixels.
+        pretrained: where ImageNet weights come from, "" when none exist.
+        min_input_size: the smallest input side (px) the network accepts.
+        preprocessing_in_model: True when the network scales its input itself (its first
+            layers apply the family's own normalisation, e.g. Keras applications'
+            ``preprocess_input``): it takes 0..1 pixels (``normalization="none"``), and the
+            core refuses an explicit normalisation, which would be a second one.
+    """
     name: str
-    source: str                          # where the architecture comes from, e.g. "torchvision"
-    normalization: str = "imagenet"      # a key of NORMALIZATIONS in prototype, or "none"
-    pretrained: str = ""                 # where ImageNet weights come from, "" when none exist
+    source: str
+    normalization: str = "imagenet"
+    pretrained: str = ""
     min_input_size: int = 32
+    preprocessing_in_model: bool = False
 
 
 @dataclass
 class Capabilities:
-    """What a backend supports; the core validates names against this, never a backend name."""
+    """What a backend supports; the core validates names against this, never a backend name.
+
+    ``models`` keys are canonical names (``xrayprototype.models.MODEL_NAMES``) or start with
+    ``native_model_prefix``. ``input_channels`` are the image channel counts
+    (``DataConfig.channels``) whose batches the backend's models take; the core checks the
+    setting against it before ``build_model``. The shipped backends build every model for
+    3-channel input (grayscale X-rays are replicated to RGB by the core) and declare ``(3,)``.
+    """
     models: Dict[str, ModelInfo]
     optimizers: Tuple[str, ...]
     losses: Tuple[str, ...]
@@ -50,6 +73,21 @@ class Capabilities:
     soft_targets: bool = False           # train_step takes (N, classes) float targets (mixup)
     layer_freezing: bool = False         # base_layers() / set_frozen_layers() (fine-tune stages)
     discriminative_lr: bool = False      # configure() honours OptimConfig.base_lr_factor
+    input_channels: Tuple[int, ...] = (3,)
+
+
+def usable_cpu_count() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one, which a
+    container or ``taskset`` narrows), at least 1. Backends size their thread pools with it.
+
+    Example:
+        >>> usable_cpu_count() >= 1
+        True
+    """
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
 
 
 class Backend(abc.ABC):
@@ -68,10 +106,13 @@ class Backend(abc.ABC):
         """Models, optimizers and losses by canonical name, and the batch layout."""
 
     @abc.abstractmethod
-    def build_model(self, config: ModelConfig, num_classes: int, channels: int) -> Dict:
-        """Build the network with a new ``num_classes`` head (frozen base when asked), load
-        pretrained or ``model_path`` weights; return ``{"num_parameters", "trainable_parameters",
-        "device"}``. Raises PretrainedWeightsError when asked-for weights cannot be found."""
+    def build_model(self, config: ModelConfig, num_classes: int) -> Dict:
+        """Build ``config.model_name`` for 3-channel input with a new ``num_classes`` head
+        (frozen base when asked), load pretrained or ``model_path`` weights; return
+        ``{"num_parameters", "trainable_parameters", "device"}``. An unknown or undeclared
+        model name raises ConfigError; asked-for weights that cannot be found raise
+        PretrainedWeightsError. The core has checked ``DataConfig.channels`` against
+        ``capabilities().input_channels`` before."""
 
     @abc.abstractmethod
     def configure(self, config: OptimConfig, class_weights: Optional[np.ndarray]) -> None:
@@ -113,6 +154,12 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def seed(self, seed: int) -> None:
         """Seed the framework's random number generators (dropout, head initialisation)."""
+
+    @abc.abstractmethod
+    def named_weights(self) -> List[Tuple[str, np.ndarray]]:
+        """The model's tensors (parameters and normalisation statistics) as numpy copies, in
+        definition order: the first is the stem's, the last the classification head's.
+        Changing them changes nothing in the model."""
 
     def base_layers(self) -> List[str]:
         """Names of the base network's layers that own parameters, input side first (the

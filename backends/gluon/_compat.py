@@ -22,15 +22,9 @@ import sys
 import types
 from pathlib import Path
 
+from xrayprototype.backend import usable_cpu_count
+
 _APPLIED = False
-
-
-def usable_cpus() -> int:
-    """Processors this process may run on (its affinity mask where the OS has one)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # macOS, Windows
-        return max(1, os.cpu_count() or 1)
 
 
 def _no_torch_for_gluoncv(*_args, **_kwargs):
@@ -63,7 +57,7 @@ def apply() -> None:
 
     if "bool" not in np.__dict__:
         np.bool = bool
-    os.environ.setdefault("OMP_NUM_THREADS", str(usable_cpus()))
+    os.environ.setdefault("OMP_NUM_THREADS", str(usable_cpu_count()))
     _patch_gluoncv_check()
     _APPLIED = True
 

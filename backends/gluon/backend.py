@@ -7,13 +7,13 @@ import numpy as np
 
 from xrayprototype.backend import Backend, Capabilities
 from xrayprototype.config import ModelConfig, OptimConfig
-from xrayprototype.errors import ConfigError, ExperimentError
-from xrayprototype.optim import LOSSES
+from xrayprototype.errors import ExperimentError
 
 from ._compat import import_gluoncv, import_mxnet
-from .models import (base_layers, create_network, freeze_base, freeze_first, head_parameters,
+from .losses import LOSS_NAMES, ClassificationLoss
+from .models import (NATIVE_PREFIX, base_layers, create_model, freeze_first, head_parameters,
                      inferred_shapes, model_table)
-from .optim import OPTIMIZER_NAMES, ClassificationLoss, create_optimizer, load_states, save_states
+from .optimizers import OPTIMIZER_NAMES, create_optimizer, load_states, save_states
 
 mx = import_mxnet()
 autograd, nd = mx.autograd, mx.nd
@@ -66,20 +66,15 @@ class GluonBackend(Backend):
 
     def capabilities(self) -> Capabilities:
         devices = ("cpu", "gpu") if _gpu_count() else ("cpu",)
-        return Capabilities(model_table(), tuple(OPTIMIZER_NAMES), tuple(LOSSES), "NCHW",
-                            None, devices, soft_targets=True, layer_freezing=True,
-                            discriminative_lr=True)
+        return Capabilities(model_table(), tuple(OPTIMIZER_NAMES), LOSS_NAMES, "NCHW",
+                            NATIVE_PREFIX, devices, soft_targets=True, layer_freezing=True,
+                            discriminative_lr=True, input_channels=(3,))
 
-    def build_model(self, config: ModelConfig, num_classes: int, channels: int) -> Dict:
-        if channels != 3:
-            raise ConfigError("the gluon backend feeds 3-channel images (grayscale X-rays are "
-                              f"replicated); got channels={channels}.")
+    def build_model(self, config: ModelConfig, num_classes: int) -> Dict:
         self.ctx = mx.gpu(0) if config.use_gpu and _gpu_count() else mx.cpu()
-        net = create_network(config.model_name, num_classes, config.use_pretrained,
-                             config.dropout, config.model_path, self.ctx)
-        if config.freeze_base_network:
-            freeze_base(net)
-        self._shapes = inferred_shapes(net, 224, channels)
+        net = create_model(config, num_classes)
+        net.collect_params().reset_ctx(self.ctx)
+        self._shapes = inferred_shapes(net, 224)
         net.hybridize(static_alloc=True, static_shape=True)
         self.net, self.trainer, self.loss_fn = net, None, None
         return {"num_parameters": self._count(False), "trainable_parameters": self._count(True),
@@ -193,6 +188,12 @@ class GluonBackend(Backend):
 
     def seed(self, seed: int) -> None:
         mx.random.seed(int(seed))
+
+    def named_weights(self) -> List[Tuple[str, np.ndarray]]:
+        """``collect_params`` order: parameters and BatchNorm statistics, stem first, head
+        last; a parameter sized by the input (VGG's first Dense) appears after a first batch."""
+        return [(name, param.data(self.ctx).asnumpy())
+                for name, param in self.net.collect_params().items() if param._data is not None]
 
     def peak_memory(self) -> Dict[str, int]:
         if self.ctx.device_type == "gpu":

@@ -3,6 +3,10 @@ constructors, new heads, frozen bases and pretrained weights (the MXNet model st
 local ``.params`` file). Pretrained weights that cannot be found raise PretrainedWeightsError;
 there is never a silent fallback to random weights.
 
+Canonical names (``xrayprototype.models``) map onto the zoos' names; every other gluoncv
+image-classification model is available as ``"gluoncv/<gluoncv name>"`` (the native prefix;
+the part after it is case-insensitive, as in ``gluoncv.model_zoo.get_model``).
+
 Networks are built inside a fresh ``mx.name.NameManager`` so that their parameter names
 (``resnetv10_conv0_weight``...) are the same in every process: the exported ``.params`` of a
 run load by name into a network built later, and into ``SymbolBlock.imports``.
@@ -11,10 +15,12 @@ import os
 import re
 import warnings
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict
 
 from xrayprototype.backend import ModelInfo
-from xrayprototype.errors import PretrainedWeightsError, unknown_name
+from xrayprototype.config import ModelConfig
+from xrayprototype.errors import PretrainedWeightsError
+from xrayprototype.models import unknown_model
 
 from ._compat import import_gluoncv, import_mxnet
 
@@ -22,14 +28,19 @@ mx = import_mxnet()
 gluoncv = import_gluoncv()
 nn = mx.gluon.nn
 
-#: canonical name (shared with the other backends) -> MXNet / gluoncv model-zoo name
+#: canonical name (``xrayprototype.models.MODEL_NAMES``) -> MXNet / gluoncv model-zoo name
 CANONICAL = {"resnet18": "resnet18_v1", "resnet34": "resnet34_v1", "resnet50": "resnet50_v1",
              "resnet101": "resnet101_v1", "resnext50_32x4d": "resnext50_32x4d",
+             "resnet50_v2": "resnet50_v2", "resnet101_v2": "resnet101_v2",
+             "resnet152_v2": "resnet152_v2",
              "densenet121": "densenet121", "densenet169": "densenet169",
+             "densenet201": "densenet201",
              "mobilenet_v2": "mobilenetv2_1.0", "mobilenet_v3_small": "mobilenetv3_small",
              "mobilenet_v3_large": "mobilenetv3_large", "vgg16": "vgg16", "vgg16_bn": "vgg16_bn",
-             "squeezenet1_1": "squeezenet1.1", "xception": "xception",
+             "vgg19": "vgg19", "squeezenet1_1": "squeezenet1.1", "xception": "xception",
              "inception_v3": "inceptionv3"}
+#: native models: ``"gluoncv/resnet18_v1b"``
+NATIVE_PREFIX = "gluoncv/"
 MIN_INPUT = {"xception": 71, "inception_v3": 75, "inceptionv3": 75}
 # gluoncv image-classification families; task-specific variants (detection, video...) excluded
 _NATIVE = re.compile(r"^(se_)?(resnet\d+_v1[b-es]?|resnet\d+_v2|resnext\d+e?_\d+x\d+d|senet_154e?|"
@@ -76,16 +87,18 @@ VISION_NAMES = frozenset(
 
 
 def model_table() -> ModelTable:
-    """Canonical names, then every native gluoncv image-classification name."""
+    """Canonical names, then every gluoncv image-classification name with the native prefix
+    (``"gluoncv/resnet18_v1b"``; ``"gluoncv/resnet18_v1"`` is the model of ``"resnet18"``)."""
     table = ModelTable()
+    store = f"MXNet model store ({model_root()})"
     for canonical, native in CANONICAL.items():
         source = "mxnet.gluon.model_zoo.vision" if native in VISION_NAMES else "gluoncv"
-        table[canonical] = ModelInfo(canonical, source, "imagenet", f"MXNet model store "
-                                     f"({model_root()})", MIN_INPUT.get(canonical, 32))
+        table[canonical] = ModelInfo(canonical, source, "imagenet", store,
+                                     MIN_INPUT.get(canonical, 32))
     for native in gluoncv.model_zoo.get_model_list():
-        if _NATIVE.match(native) and native not in table:
-            table[native] = ModelInfo(native, "gluoncv", "imagenet",
-                                      f"MXNet model store ({model_root()})", MIN_INPUT.get(native, 32))
+        if _NATIVE.match(native):
+            name = NATIVE_PREFIX + native
+            table[name] = ModelInfo(name, "gluoncv", "imagenet", store, MIN_INPUT.get(native, 32))
     return table
 
 
@@ -95,13 +108,16 @@ def model_root() -> str:
 
 
 def native_name(name: str) -> str:
-    """Canonical or native (any case) name -> the model zoo's name; unknown names raise."""
-    if name in CANONICAL:
-        return CANONICAL[name]
-    if name in model_table():
-        return str(name).lower()
-    raise unknown_name("model", name, model_table(), "backend 'gluon'",
-                       "See prototype.List_Models().")
+    """Canonical or ``"gluoncv/<name>"`` name (any case) -> the model zoo's name; unknown
+    names raise."""
+    lowered = str(name).lower()
+    if lowered in CANONICAL:
+        return CANONICAL[lowered]
+    table = model_table()
+    if lowered.startswith(NATIVE_PREFIX) and lowered in table:
+        return lowered[len(NATIVE_PREFIX):]
+    raise unknown_model(name, "gluon", table, f"Any gluoncv classification model: "
+                        f"'{NATIVE_PREFIX}<gluoncv name>'.", NATIVE_PREFIX)
 
 
 def _store_file(native: str, from_vision: bool) -> str:
@@ -164,31 +180,32 @@ def head_name(net) -> str:
     return "output" if "output" in net._children else "fc"
 
 
-def create_network(name: str, num_classes: int, pretrained: bool, dropout: float = 0.0,
-                   model_path: Optional[str] = None, ctx=None):
-    """A network with a fresh ``num_classes`` head, initialised on ``ctx``.
+def create_model(config: ModelConfig, num_classes: int):
+    """``config.model_name`` with a fresh ``num_classes`` head (after ``config.dropout``),
+    initialised on the CPU (the backend moves it to its device), and with
+    ``freeze_base_network`` only the head trainable.
 
     Weights: ``model_path`` (a local ``.params``) when given, else the model store when
-    ``pretrained``, else Kaiming-normal initialisation.
+    ``use_pretrained``, else torchvision-style random initialisation.
 
     Example:
-        >>> net = create_network("resnet18", 2, pretrained=False)
+        >>> net = create_model(ModelConfig("resnet18", use_pretrained=False), 2)
     """
-    native = native_name(name)
-    ctx = ctx or mx.cpu()
+    native = native_name(config.model_name)
     with mx.name.NameManager():   # the same parameter names in every process
-        net = _zoo_model(native, pretrained and not model_path)
+        net = _zoo_model(native, config.use_pretrained and not config.model_path)
         if "features" in net._children:
             _global_pools(net.features)
         where = head_name(net)
-        _set_child(net, where, _new_head(net, net._children[where], num_classes, dropout))
-    if model_path:
-        load_weights_file(net, model_path, ctx)
+        _set_child(net, where, _new_head(net, net._children[where], num_classes, config.dropout))
+    if config.model_path:
+        load_weights_file(net, config.model_path)
     with warnings.catch_warnings():  # "already initialized": the loaded weights stay
         warnings.simplefilter("ignore")
-        net.initialize(INITIALIZER, ctx=ctx)
-    net.collect_params().reset_ctx(ctx)
+        net.initialize(INITIALIZER, ctx=mx.cpu())
     _finish_shapes(net)
+    if config.freeze_base_network:
+        freeze_base(net)
     return net
 
 

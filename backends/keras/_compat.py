@@ -17,19 +17,12 @@ import re
 import sys
 import tempfile
 
+from xrayprototype.backend import usable_cpu_count
 from xrayprototype.errors import BackendUnavailableError
 
 _NOISE = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\)|"
                     r"[IWE]\d{4} [\d:.]+ +\d+ \S+:\d+\])")
 _LEVELS = {"I": 0, "W": 1, "E": 2}
-
-
-def cpu_cores() -> int:
-    """CPU cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 def _check_keras_backend_variable() -> None:
@@ -78,7 +71,7 @@ def _quiet_import_tensorflow():
 
 
 def _set_threads(tf) -> None:
-    cores = cpu_cores()
+    cores = usable_cpu_count()
     try:
         if not os.environ.get("TF_NUM_INTRAOP_THREADS"):
             tf.config.threading.set_intra_op_parallelism_threads(cores)

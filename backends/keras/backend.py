@@ -7,81 +7,13 @@ import numpy as np
 from xrayprototype.backend import Backend, Capabilities
 from xrayprototype.config import ModelConfig, OptimConfig
 from xrayprototype.errors import ConfigError, ExperimentError
-from xrayprototype.optim import LOSSES, OPTIMIZERS
 
 from ._compat import setup_tensorflow
+from .losses import LOSS_NAMES, ClassificationLoss
 from .models import base_layers, create_model, freeze_first, model_table, parameter_count
+from .optimizers import DECOUPLED_DECAY, OPTIMIZER_NAMES, create_optimizer
 
 tf, keras = setup_tensorflow()
-
-#: optimizers whose weight decay is decoupled in both frameworks (the others: L2 on gradients,
-#: as torch.optim does)
-DECOUPLED_DECAY = {"adamw"}
-
-
-def _optimizer(name: str, lr: float, p: Dict) -> keras.optimizers.Optimizer:
-    """Keras optimizer from the core's neutral names (beta1 -> beta_1, decay_rate -> rho)."""
-    o = keras.optimizers
-    betas = {"beta_1": p.get("beta1", 0.9), "beta_2": p.get("beta2", 0.999)}
-    builders = {
-        "sgd": lambda: o.SGD(lr, momentum=p["momentum"]),
-        "nesterov_sgd": lambda: o.SGD(lr, momentum=p["momentum"], nesterov=True),
-        "rmsprop": lambda: o.RMSprop(lr, rho=p["decay_rate"], momentum=p["momentum"],
-                                     epsilon=p["epsilon"]),
-        "adam": lambda: o.Adam(lr, epsilon=p["epsilon"], amsgrad=p["amsgrad"], **betas),
-        "adamw": lambda: o.AdamW(lr, weight_decay=p["weight_decay"], epsilon=p["epsilon"],
-                                 **betas),
-        "adamax": lambda: o.Adamax(lr, epsilon=p["epsilon"], **betas),
-        "adagrad": lambda: o.Adagrad(lr, initial_accumulator_value=0.0, epsilon=p["epsilon"]),
-        "adadelta": lambda: o.Adadelta(lr, rho=p["rho"], epsilon=p["epsilon"]),
-    }
-    if name not in builders:
-        from xrayprototype.errors import unknown_name
-        raise unknown_name("optimizer", name, builders, "backend 'keras'")
-    return builders[name]()
-
-
-class ClassificationLoss:
-    """Softmax cross-entropy or focal loss on logits, with label smoothing and class weights
-    (a weighted mean, ``sum(w_y * loss) / sum(w_y)``, as the PyTorch backend computes it).
-
-    Example:
-        >>> loss = ClassificationLoss("focal", {"gamma": 2.0, "alpha": None,
-        ...                                     "label_smoothing": 0.0}, None, num_classes=2)
-    """
-
-    def __init__(self, name: str, params: Dict, class_weights: Optional[np.ndarray],
-                 num_classes: int):
-        smoothing = float(params.get("label_smoothing") or 0.0)
-        if name == "softmax_crossentropy":
-            self.per_sample = keras.losses.CategoricalCrossentropy(
-                from_logits=True, label_smoothing=smoothing, reduction=None)
-        elif name == "focal":
-            self.per_sample = keras.losses.CategoricalFocalCrossentropy(
-                alpha=1.0, gamma=float(params["gamma"]), from_logits=True,
-                label_smoothing=smoothing, reduction=None)
-        else:
-            from xrayprototype.errors import unknown_name
-            raise unknown_name("loss", name, LOSSES, "backend 'keras'")
-        weights = None if class_weights is None else np.asarray(class_weights, np.float32)
-        alpha = params.get("alpha") if name == "focal" else None
-        if alpha is not None:
-            alpha = np.broadcast_to(np.asarray(alpha, np.float32), (num_classes,))
-            weights = alpha if weights is None else weights * alpha
-        self.weights = None if weights is None else tf.constant(weights, tf.float32)
-        self.num_classes = num_classes
-
-    def __call__(self, logits, labels):
-        """``labels``: class indices, or (N, C) target distributions (mixup), which weigh
-        ``targets @ class_weights`` each."""
-        soft = labels.shape.rank == 2
-        targets = labels if soft else tf.one_hot(labels, self.num_classes)
-        losses = self.per_sample(targets, logits)
-        if self.weights is None:
-            return tf.reduce_mean(losses)
-        weight = tf.linalg.matvec(targets, self.weights) if soft else \
-            tf.gather(self.weights, labels)
-        return tf.reduce_sum(losses * weight) / tf.reduce_sum(weight)
 
 
 class KerasBackend(Backend):
@@ -90,7 +22,7 @@ class KerasBackend(Backend):
     Example:
         >>> from xrayprototype.backend import create_backend
         >>> backend = create_backend("keras")
-        >>> backend.build_model(ModelConfig("mobilenet_v2", use_pretrained=False), 2, 3)
+        >>> backend.build_model(ModelConfig("mobilenet_v2", use_pretrained=False), 2)
     """
 
     name = "keras"
@@ -116,23 +48,18 @@ class KerasBackend(Backend):
         if KerasBackend._capabilities is None:
             gpus = tf.config.list_physical_devices("GPU")
             KerasBackend._capabilities = Capabilities(
-                model_table(), tuple(OPTIMIZERS), tuple(LOSSES), "NHWC", None,
+                model_table(), OPTIMIZER_NAMES, LOSS_NAMES, "NHWC", None,
                 ("cpu", "gpu") if gpus else ("cpu",), soft_targets=True, layer_freezing=True,
-                discriminative_lr=True)
+                discriminative_lr=True, input_channels=(3,))
         return KerasBackend._capabilities
 
-    def build_model(self, config: ModelConfig, num_classes: int, channels: int) -> Dict:
-        if channels != 3:
-            raise ConfigError("the keras backend feeds 3-channel images (grayscale X-rays are "
-                              f"replicated); got channels={channels}.")
+    def build_model(self, config: ModelConfig, num_classes: int) -> Dict:
         gpu = config.use_gpu and bool(tf.config.list_physical_devices("GPU"))
         self.device = "/GPU:0" if gpu else "/CPU:0"
         if self._seed is not None:
             keras.utils.set_random_seed(self._seed)
         with tf.device(self.device):
-            self.model = create_model(config.model_name, num_classes, config.use_pretrained,
-                                      config.dropout, config.model_path,
-                                      config.freeze_base_network, channels)
+            self.model = create_model(config, num_classes)
         self.num_classes, self.weight_decay = num_classes, 0.0
         size = tuple(self.model.input_shape[1:3])
         self._fixed_size = None if None in size else size
@@ -155,6 +82,11 @@ class KerasBackend(Backend):
     def snapshot_weights(self):
         return [np.array(v.numpy()) for v in self.model.weights]
 
+    def named_weights(self) -> List[Tuple[str, np.ndarray]]:
+        """``model.weights`` order (kernels and BatchNorm statistics, input side first, the
+        head last), named by variable path."""
+        return [(variable.path, np.array(variable.numpy())) for variable in self.model.weights]
+
     def restore_weights(self, snapshot) -> None:
         for variable, value in zip(self.model.weights, snapshot):
             variable.assign(value)
@@ -169,12 +101,12 @@ class KerasBackend(Backend):
         self.base_lr_factor = float(config.base_lr_factor) if split else 1.0
         self._head_variables = frozenset(head)
         with tf.device(self.device):
-            self.optimizer = _optimizer(config.optimizer, config.learning_rate, params)
+            self.optimizer = create_optimizer(config.optimizer, config.learning_rate, params)
             self.optimizer.build([v for v in trainable if id(v) in head] if split else trainable)
             self.base_optimizer = None
             if split:
-                self.base_optimizer = _optimizer(config.optimizer,
-                                                 config.learning_rate * self.base_lr_factor, params)
+                self.base_optimizer = create_optimizer(
+                    config.optimizer, config.learning_rate * self.base_lr_factor, params)
                 self.base_optimizer.build(base)
         self.weight_decay = 0.0 if config.optimizer in DECOUPLED_DECAY else \
             float(params.get("weight_decay") or 0.0)

@@ -4,8 +4,9 @@ functional ResNet18/34), a new ``num_classes`` head, a frozen base and pretraine
 Input scaling. The core sends pixels; each ``keras.applications`` family expects its own
 scaling ("caffe": BGR minus the ImageNet mean on 0..255; "tf": -1..1; "torch": ImageNet
 mean/std; EfficientNet and MobileNetV3: 0..255, rescaled inside the network). Those models
-declare ``normalization="none"`` (the core then sends ``pixel / 255`` in 0..1) and the network
-starts with :class:`ApplicationPreprocessing`, which calls the family's own
+declare ``normalization="none"`` and ``preprocessing_in_model=True`` (the core then sends
+``pixel / 255`` in 0..1 and refuses an explicit normalisation) and the network starts with
+:class:`ApplicationPreprocessing`, which calls the family's own
 ``keras.applications.<family>.preprocess_input`` on ``x * 255``; the saved ``.keras`` file
 therefore carries its preprocessing and takes 0..1 RGB images anywhere. ResNet18/34 (built
 here, no ImageNet weights) use the core's "imagenet" normalisation, the same pixels as the
@@ -22,7 +23,9 @@ import keras
 import numpy as np
 
 from xrayprototype.backend import ModelInfo
+from xrayprototype.config import ModelConfig
 from xrayprototype.errors import PretrainedWeightsError, unknown_name
+from xrayprototype.models import unknown_model
 
 #: canonical name -> (keras.applications constructor, preprocess family, min input, kwargs)
 APPLICATIONS: Dict[str, Tuple[str, str, int, Dict]] = {
@@ -57,6 +60,8 @@ RESNET_BASIC = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
 #: models whose Keras graph is only right for one input size (NASNet's cell cropping is
 #: computed from static shapes); the backend rejects other sizes with a clear error
 STATIC_INPUT = {"nasnet_mobile": 224}
+#: every model takes RGB (the core replicates grayscale X-rays)
+CHANNELS = 3
 KERAS_CACHE = "~/.keras/models (or $KERAS_HOME/models)"
 
 
@@ -64,7 +69,7 @@ def model_table() -> Dict[str, ModelInfo]:
     """Canonical name -> ModelInfo for every model this backend builds."""
     table = {name: ModelInfo(name, f"keras.applications.{ctor}", "none",
                              f"keras.applications ImageNet weights (Keras cache {KERAS_CACHE})",
-                             min_input_size=minimum)
+                             min_input_size=minimum, preprocessing_in_model=True)
              for name, (ctor, _, minimum, _) in APPLICATIONS.items()}
     for name in RESNET_BASIC:
         table[name] = ModelInfo(name, "xrayprototype (Keras functional, torchvision layout)",
@@ -117,13 +122,13 @@ def _basic_block(x, filters: int, stride: int, name: str):
     return keras.layers.ReLU(name=f"{name}_out")(y)
 
 
-def resnet_basic(name: str, channels: int = 3) -> keras.Model:
+def resnet_basic(name: str) -> keras.Model:
     """ResNet18/34 body (no head) with torchvision's layer layout, as a functional model.
 
     Example:
         >>> base = resnet_basic("resnet18")   # (None, None, None, 3) -> (..., 512) features
     """
-    inputs = keras.Input((None, None, channels), name=f"{name}_input")
+    inputs = keras.Input((None, None, CHANNELS), name=f"{name}_input")
     x = _conv_bn(inputs, 64, 7, 2, "stem")
     x = keras.layers.ZeroPadding2D(1, name="stem_pool_pad")(x)
     x = keras.layers.MaxPooling2D(3, 2, name="stem_pool")(x)
@@ -145,13 +150,13 @@ def _download_error(name: str, err: Exception) -> PretrainedWeightsError:
         "model_path=<no-top weights file (.h5 / .weights.h5)>, or use_pretrained=False.")
 
 
-def input_shape(name: str, channels: int) -> Tuple[Optional[int], Optional[int], int]:
+def input_shape(name: str) -> Tuple[Optional[int], Optional[int], int]:
     """(height, width, channels) of the model's input; None where any size works."""
     size = STATIC_INPUT.get(name)
-    return (size, size, channels)
+    return (size, size, CHANNELS)
 
 
-def _application(name: str, weights: Optional[str], channels: int) -> keras.Model:
+def _application(name: str, weights: Optional[str]) -> keras.Model:
     ctor, family, _, kwargs = APPLICATIONS[name]
     constructor = getattr(keras.applications, ctor)
     if family == "mobilenet_v3":
@@ -159,10 +164,10 @@ def _application(name: str, weights: Optional[str], channels: int) -> keras.Mode
     with warnings.catch_warnings():  # "weights for input shape (224, 224) will be loaded"
         warnings.simplefilter("ignore", UserWarning)
         return constructor(include_top=False, weights=weights,
-                           input_shape=input_shape(name, channels), **kwargs)
+                           input_shape=input_shape(name), **kwargs)
 
 
-def _base_network(name: str, pretrained: bool, model_path: Optional[str], channels: int):
+def _base_network(name: str, pretrained: bool, model_path: Optional[str]):
     if name in RESNET_BASIC:
         if pretrained and not model_path:
             raise PretrainedWeightsError(
@@ -170,13 +175,13 @@ def _base_network(name: str, pretrained: bool, model_path: Optional[str], channe
                 "it from scratch); train it with use_pretrained=False, pass model_path=<a "
                 f"weights file of this {name}>, or pick a pretrained keras model such as "
                 "'resnet50' or 'mobilenet_v2'.")
-        base = resnet_basic(name, channels)
+        base = resnet_basic(name)
         if model_path:
             base.load_weights(model_path)
         return base
     weights = model_path or ("imagenet" if pretrained else None)
     try:
-        return _application(name, weights, channels)
+        return _application(name, weights)
     except Exception as err:  # noqa: BLE001  (offline: "URL fetch failure on https://...")
         if "URL fetch failure" in str(err) or "urlopen" in str(err).lower():
             raise _download_error(name, err) from None
@@ -189,35 +194,36 @@ def _base_network(name: str, pretrained: bool, model_path: Optional[str], channe
         raise
 
 
-def create_model(name: str, num_classes: int, pretrained: bool, dropout: float = 0.0,
-                 model_path: Optional[str] = None, freeze_base: bool = False,
-                 channels: int = 3) -> keras.Model:
-    """Input -> (the family's preprocessing) -> base -> pooling -> (dropout) -> logits.
+def create_model(config: ModelConfig, num_classes: int) -> keras.Model:
+    """Input -> (the family's preprocessing) -> base -> pooling -> (dropout) -> logits, with
+    ``config.model_path`` / ImageNet / random base weights and, with ``freeze_base_network``,
+    a frozen base (its BatchNorm layers keep their statistics).
 
     Example:
-        >>> model = create_model("mobilenet_v2", 2, pretrained=False, freeze_base=True)
+        >>> model = create_model(ModelConfig("mobilenet_v2", use_pretrained=False,
+        ...                                  freeze_base_network=True), 2)
     """
+    name, model_path = config.model_name, config.model_path
     if name not in APPLICATIONS and name not in RESNET_BASIC:
-        raise unknown_name("model", name, model_table(), "backend 'keras'",
-                           "See prototype.List_Models().")
+        raise unknown_model(name, "keras", model_table())
     if model_path and not Path(model_path).expanduser().is_file():
         raise PretrainedWeightsError(
             f"model_path '{model_path}' does not exist; give the path of a no-top Keras "
             "weights file (.h5 or .weights.h5) of this architecture.")
     model_path = str(Path(model_path).expanduser()) if model_path else None
-    base = _base_network(name, pretrained, model_path, channels)
-    inputs = keras.Input(input_shape(name, channels), name="image")
+    base = _base_network(name, config.use_pretrained, model_path)
+    inputs = keras.Input(input_shape(name), name="image")
     x = inputs
     if name in APPLICATIONS:
         x = ApplicationPreprocessing(APPLICATIONS[name][1], name="preprocess")(x)
-    if freeze_base:  # frozen BatchNorm layers keep their running statistics
+    if config.freeze_base_network:  # frozen BatchNorm layers keep their running statistics
         base.trainable = False
         x = base(x, training=False)
     else:
         x = base(x)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
-    if dropout:
-        x = keras.layers.Dropout(dropout, name="dropout")(x)
+    if config.dropout:
+        x = keras.layers.Dropout(config.dropout, name="dropout")(x)
     outputs = keras.layers.Dense(num_classes, name="head")(x)
     return keras.Model(inputs, outputs, name=f"xrayprototype_{name}")
 

