@@ -1,62 +1,96 @@
-"""The backend contract, checked on every registered backend that is installed here (the others
-are skipped with the command that installs them): tiny model, fixed random batch."""
+"""The backend contract, checked by the library's own ``xrayprototype.testing.check_backend`` on
+every registered backend that is installed here (the others are skipped with the command that
+installs them): one test per backend and check, tiny models, fixed random batches. Below them,
+what is not a per-backend contract check: the registry, the canonical model names, the shared
+module layout of the backends, and PyTorch's pretrained weights."""
+import ast
+import functools
 import importlib.util
-import math
+import inspect
+from pathlib import Path
 
-import numpy as np
 import pytest
 
-from xrayprototype.backend import (REGISTRY, Capabilities, create_backend, get_backend_class,
+from xrayprototype.backend import (REGISTRY, Backend, create_backend, get_backend_class,
                                    install_command, installed_backends, is_installed)
 from xrayprototype.config import ModelConfig, OptimConfig
-from xrayprototype.errors import BackendUnavailableError, ConfigError, PretrainedWeightsError
-from xrayprototype.optim import OPTIMIZERS, resolved
+from xrayprototype.errors import BackendUnavailableError, PretrainedWeightsError
+from xrayprototype.models import COMMON_MODEL_NAMES, MODEL_NAMES
+from xrayprototype.optim import resolved
+from xrayprototype.testing import CHECK_NAMES, CHECKS, check_backend
 
-SIZE, BATCH, CLASSES = 32, 8, 2
+CLASSES = 2
+REPO = Path(__file__).resolve().parents[1]
+BACKEND_MODULES = ("backend.py", "models.py", "losses.py", "optimizers.py", "_compat.py")
 
 BACKENDS = [pytest.param(name, marks=pytest.mark.skipif(
     not is_installed(name), reason=f"{name} not installed: {install_command(name)}"))
     for name in REGISTRY]
 
 
-def _model_config(**overrides):
-    values = dict(model_name="resnet18", use_pretrained=False, freeze_base_network=False,
-                  use_gpu=False)
-    values.update(overrides)
-    return ModelConfig(**values)
+@functools.lru_cache(maxsize=None)
+def _checks(name):
+    return dict(check_backend(get_backend_class(name), generate_only=True))
 
 
-def _backend(name, num_classes=CLASSES, optim=None, class_weights=None, seed=0, **model):
-    backend = create_backend(name)
-    backend.seed(seed)
-    info = backend.build_model(_model_config(**model), num_classes)
-    backend.configure(resolved(optim or OptimConfig()), class_weights)
-    return backend, info
+@pytest.mark.parametrize("check", CHECK_NAMES)
+@pytest.mark.parametrize("name", BACKENDS)
+def test_backend_contract(name, check):
+    checks = _checks(name)
+    if check not in checks:
+        needs = next(c.needs for c in CHECKS if c.name == check)
+        pytest.skip(f"backend '{name}' does not declare capabilities().{needs}")
+    checks[check]()
 
 
-def _batch(backend, count=BATCH, seed=0):
-    """A fixed random batch in the layout the backend asks for, and balanced labels."""
-    rng = np.random.default_rng(seed)
-    images = rng.standard_normal((count, SIZE, SIZE, 3)).astype(np.float32)
-    if backend.capabilities().layout == "NCHW":
-        images = np.ascontiguousarray(images.transpose(0, 3, 1, 2))
-    labels = (np.arange(count) % CLASSES).astype(np.int64)
-    return images, labels
+# ---------------------------------------------------------------------------- the checker
+def _pytorch_class():
+    if not is_installed("pytorch"):
+        pytest.skip(f"pytorch not installed: {install_command('pytorch')}")
+    return get_backend_class("pytorch")
 
 
-def _weights(backend):
-    """The model's tensors as numpy arrays, in definition order (first = stem, last = head)."""
-    return backend.named_weights()
+def test_a_failing_check_names_itself_and_the_backend():
+    class Unnormalised(_pytorch_class()):
+        name = "unnormalised"
+
+        def predict(self, images):
+            return 2 * super().predict(images)
+
+    checks = dict(check_backend(Unnormalised, generate_only=True))
+    with pytest.raises(AssertionError, match="check 'predict_and_eval_step' failed for backend "
+                                             "'unnormalised'"):
+        checks["predict_and_eval_step"]()
 
 
-def _first_conv(weights):
-    return next(v for k, v in weights if v.ndim == 4)
+def test_checks_follow_the_capabilities():
+    class NoMixup(_pytorch_class()):
+        name = "no-mixup"
+
+        def capabilities(self):
+            capabilities = super().capabilities()
+            capabilities.soft_targets = capabilities.layer_freezing = False
+            return capabilities
+
+    names = [name for name, _ in check_backend(NoMixup, generate_only=True)]
+    assert "soft_targets" not in names and "layer_freezing" not in names
+    assert "discriminative_lr" in names and "save_load_round_trip" in names
 
 
-def _head(weights):
-    return next(v for k, v in reversed(weights) if v.ndim == 2)
+def test_importing_the_checker_imports_no_framework(run_python, tmp_path):
+    code = """
+        import json, sys
+        import xrayprototype.testing
+        print(json.dumps(sorted(m.split(".")[0] for m in sys.modules)))
+    """
+    import json
+    modules = set(json.loads(run_python(code, tmp_path).stdout.strip().splitlines()[-1]))
+    assert "xrayprototype" in modules
+    assert not modules & {"torch", "torchvision", "timm", "mxnet", "gluoncv", "tensorflow",
+                          "keras", "jax"}
 
 
+# ---------------------------------------------------------------------------- the registry
 def test_registry_lists_installed_backends_and_pytorch_is_one():
     assert set(installed_backends()) <= set(REGISTRY)
     assert "pytorch" in installed_backends()
@@ -74,215 +108,55 @@ def test_a_backend_that_is_not_installed_says_how_to_install_it(name):
         assert install_command(name) in message
 
 
-@pytest.mark.parametrize("name", BACKENDS)
-def test_capabilities_declare_models_optimizers_losses_and_layout(name):
-    capabilities = create_backend(name).capabilities()
-    assert isinstance(capabilities, Capabilities)
-    assert capabilities.layout in ("NCHW", "NHWC")
-    assert "resnet18" in capabilities.models          # model names are the same everywhere
-    assert {"sgd", "adam"} <= set(capabilities.optimizers)
-    assert {"softmax_crossentropy", "focal"} <= set(capabilities.losses)
-    versions = get_backend_class(name).framework_versions()
-    assert versions and all(isinstance(v, str) and v for v in versions.values())
+def test_canonical_model_names_are_unique_and_start_with_the_common_ones():
+    assert len(set(MODEL_NAMES)) == len(MODEL_NAMES)
+    assert MODEL_NAMES[:len(COMMON_MODEL_NAMES)] == COMMON_MODEL_NAMES
 
 
 @pytest.mark.parametrize("name", BACKENDS)
-def test_train_steps_on_a_fixed_batch_make_the_loss_go_down(name):
-    backend, info = _backend(name)
-    assert info["num_parameters"] == info["trainable_parameters"] > 1_000_000
-    images, labels = _batch(backend)
-    losses = []
-    for _ in range(8):
-        loss, correct = backend.train_step(images, labels)
-        assert math.isfinite(loss) and 0 <= correct <= len(labels)
-        losses.append(loss)
-    assert losses[-1] < 0.5 * losses[0], losses
+def test_every_shipped_backend_builds_the_common_models(name):
+    """Model names are the same everywhere: a notebook switches backends without renaming."""
+    models = create_backend(name).capabilities().models
+    assert set(COMMON_MODEL_NAMES) <= set(models), sorted(set(COMMON_MODEL_NAMES) - set(models))
 
 
-@pytest.mark.parametrize("name", BACKENDS)
-def test_predict_and_eval_step_return_probabilities(name):
-    backend, _ = _backend(name, num_classes=3)
-    images, labels = _batch(backend, count=6)
-    labels = labels % 3
-    probabilities = backend.predict(images)
-    assert isinstance(probabilities, np.ndarray) and probabilities.shape == (6, 3)
-    assert np.issubdtype(probabilities.dtype, np.floating)
-    assert (probabilities >= 0).all() and (probabilities <= 1).all()
-    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-6)
-
-    loss, eval_probabilities = backend.eval_step(images, labels)
-    assert isinstance(loss, float) and math.isfinite(loss) and loss > 0
-    assert eval_probabilities.shape == (6, 3)
-    np.testing.assert_allclose(eval_probabilities, probabilities, atol=1e-5)
-    # eval_step reports the cross-entropy of the probabilities it returns
-    expected = -np.mean(np.log(eval_probabilities[np.arange(6), labels]))
-    assert loss == pytest.approx(expected, rel=1e-4)
+# ---------------------------------------------------------------------------- module layout
+@pytest.mark.parametrize("name", list(REGISTRY))
+def test_backends_have_the_same_modules_and_one_create_model_signature(name):
+    """Keras 3 style: the same file names in every backends/<framework>/, and one
+    ``create_model(config, num_classes)`` (read from the source, no framework imported)."""
+    folder = REPO / "backends" / name
+    assert {p.name for p in folder.glob("*.py")} >= set(BACKEND_MODULES)
+    tree = ast.parse((folder / "models.py").read_text())
+    create = next(node for node in tree.body
+                  if isinstance(node, ast.FunctionDef) and node.name == "create_model")
+    assert [a.arg for a in create.args.args] == ["config", "num_classes"]
 
 
-@pytest.mark.parametrize("name", BACKENDS)
-def test_predict_changes_nothing(name):
-    backend, _ = _backend(name)
-    images, _ = _batch(backend)
-    before = _weights(backend)
-    first = backend.predict(images)
-    second = backend.predict(images)
-    np.testing.assert_array_equal(first, second)
-    for (key, a), (_, b) in zip(before, _weights(backend)):
-        np.testing.assert_array_equal(a, b, err_msg=key)
-
-
-@pytest.mark.parametrize("name", BACKENDS)
-def test_save_load_round_trip_reproduces_predictions_in_a_fresh_backend(name, tmp_path):
-    backend, _ = _backend(name)
-    images, labels = _batch(backend)
-    for _ in range(3):
-        backend.train_step(images, labels)
-    expected = backend.predict(images)
-    written = backend.save(tmp_path / "weights")
-    assert written and all(p.is_file() and p.name.startswith("weights") for p in written)
-
-    fresh, _ = _backend(name, seed=123)                  # other random initial weights
-    assert not np.array_equal(fresh.predict(images), expected)
-    fresh.load(tmp_path / "weights")
-    np.testing.assert_array_equal(fresh.predict(images), expected)
-
-
-@pytest.mark.parametrize("name", BACKENDS)
-def test_save_load_with_optimizer_continues_training_identically(name, tmp_path):
-    backend, _ = _backend(name)
-    images, labels = _batch(backend)
-    for _ in range(3):
-        backend.train_step(images, labels)
-    written = backend.save(tmp_path / "resume", with_optimizer=True)
-    assert len(written) >= 2 and all(p.is_file() for p in written)
-    backend.train_step(images, labels)
-    expected = backend.predict(images)
-
-    restored, _ = _backend(name, seed=7)
-    restored.load(tmp_path / "resume", with_optimizer=True)
-    restored.train_step(images, labels)
-    np.testing.assert_allclose(restored.predict(images), expected, rtol=0, atol=1e-6)
-
-    # without the optimizer state (fresh Adam moments) the same step lands elsewhere
-    weights_only, _ = _backend(name, seed=7)
-    weights_only.load(tmp_path / "resume")
-    weights_only.train_step(images, labels)
-    assert not np.allclose(weights_only.predict(images), expected, rtol=0, atol=1e-6)
-
-
-@pytest.mark.parametrize("name", BACKENDS)
-def test_frozen_base_trains_only_the_head(name):
-    backend, info = _backend(name, freeze_base_network=True)
-    assert 0 < info["trainable_parameters"] < 0.01 * info["num_parameters"]
-    images, labels = _batch(backend)
-    before = _weights(backend)
-    backend.set_learning_rate(0.1)
-    backend.train_step(images, labels)
-    after = _weights(backend)
-    np.testing.assert_array_equal(_first_conv(before), _first_conv(after))
-    assert not np.array_equal(_head(before), _head(after))
-    # only the head's tensors (the last ones) change: a frozen base also keeps its
-    # normalisation statistics
-    changed = [i for i, ((_, a), (_, b)) in enumerate(zip(before, after))
-               if not np.array_equal(a, b)]
-    assert changed and min(changed) >= len(before) - 2, [before[i][0] for i in changed]
-
-
-@pytest.mark.parametrize("name", BACKENDS)
-def test_every_declared_optimizer_builds_and_steps(name):
-    backend, _ = _backend(name)
-    images, labels = _batch(backend)
-    optimizers = backend.capabilities().optimizers
-    assert set(optimizers) <= set(OPTIMIZERS)          # names are the core's, shared by all
-    for optimizer in optimizers:
-        backend.configure(resolved(OptimConfig(optimizer=optimizer, learning_rate=0.01)), None)
-        backend.set_learning_rate(0.01)
-        head = _head(_weights(backend))
-        loss, _ = backend.train_step(images, labels)
-        assert math.isfinite(loss), optimizer
-        assert not np.array_equal(head, _head(_weights(backend))), f"{optimizer} did not step"
-
-
-@pytest.mark.parametrize("name", BACKENDS)
-def test_set_learning_rate_controls_the_step(name):
-    backend, _ = _backend(name, optim=OptimConfig(optimizer="sgd", learning_rate=0.1))
-    images, labels = _batch(backend)
-    backend.set_learning_rate(0.0)
-    head = _head(_weights(backend))
-    backend.train_step(images, labels)
-    np.testing.assert_array_equal(head, _head(_weights(backend)))
-    backend.set_learning_rate(0.1)
-    backend.train_step(images, labels)
-    assert not np.array_equal(head, _head(_weights(backend)))
-
-
-def _eval_loss(backend, optim, class_weights, images, labels):
-    backend.configure(resolved(optim), class_weights)
-    return backend.eval_step(images, labels)
-
-
-@pytest.mark.parametrize("name", BACKENDS)
-def test_losses_follow_their_formulas_with_smoothing_and_class_weights(name):
-    backend, _ = _backend(name)
-    images, labels = _batch(backend)
-    images = images * 3.0                          # confident, unequal predictions
-    weights = np.array([1.0, 3.0])
-
-    ce, probabilities = _eval_loss(backend, OptimConfig(), None, images, labels)
-    log_p = np.log(probabilities)
-    nll = -log_p[np.arange(len(labels)), labels]
-    assert ce == pytest.approx(nll.mean(), rel=1e-4)
-
-    smoothed, _ = _eval_loss(backend, OptimConfig(loss_params={"label_smoothing": 0.1}), None,
-                             images, labels)
-    assert smoothed == pytest.approx(np.mean(0.9 * nll - 0.1 * log_p.mean(axis=1)), rel=1e-4)
-
-    weighted, _ = _eval_loss(backend, OptimConfig(), weights, images, labels)
-    w = weights[labels]
-    assert weighted == pytest.approx((w * nll).sum() / w.sum(), rel=1e-4)
-
-    focal, _ = _eval_loss(backend, OptimConfig(loss="focal", loss_params={"gamma": 2.0}), None,
-                          images, labels)
-    p_true = np.exp(-nll)
-    assert focal == pytest.approx(np.mean((1 - p_true) ** 2 * nll), rel=1e-4)
-    assert focal < ce
-
-    focal_zero, _ = _eval_loss(backend, OptimConfig(loss="focal", loss_params={"gamma": 0.0}),
-                               None, images, labels)
-    assert focal_zero == pytest.approx(ce, rel=1e-4)
-
-    focal_weighted, _ = _eval_loss(backend, OptimConfig(loss="focal"), weights, images, labels)
-    assert focal_weighted == pytest.approx((w * (1 - p_true) ** 2 * nll).sum() / w.sum(),
-                                           rel=1e-4)
-    for optim in (OptimConfig(loss_params={"label_smoothing": 0.1}), OptimConfig(loss="focal")):
-        backend.configure(resolved(optim), weights)
-        loss, _ = backend.train_step(images, labels)
-        assert math.isfinite(loss)
-
-
-@pytest.mark.parametrize("name", BACKENDS)
-def test_batches_from_the_core_loader_follow_the_backend_layout(name, synthetic_data):
-    from xrayprototype.data import BatchLoader, ImageStore, Normalizer, scan_class_folders
-
-    backend, _ = _backend(name)
-    layout = backend.capabilities().layout
-    records = scan_class_folders(synthetic_data / "test")
-    loader = BatchLoader(ImageStore(records, SIZE), 8, Normalizer(), layout)
-    batch = next(iter(loader.epoch(0)))
-    expected = (8, 3, SIZE, SIZE) if layout == "NCHW" else (8, SIZE, SIZE, 3)
-    assert batch.images.shape == expected and batch.images.dtype == np.float32
-    assert backend.predict(batch.images).shape == (8, CLASSES)
-
-
-@pytest.mark.parametrize("name", BACKENDS)
-def test_unknown_model_name_suggests_the_close_one(name):
-    with pytest.raises(ConfigError, match="resnet18"):
-        create_backend(name).build_model(_model_config(model_name="resnet19"), CLASSES)
+def test_the_contract_has_one_build_model_signature_and_named_weights():
+    assert list(inspect.signature(Backend.build_model).parameters) == [
+        "self", "config", "num_classes"]
+    assert "named_weights" in Backend.__abstractmethods__
 
 
 # ---------------------------------------------------------------------------- pytorch weights
 torch_only = pytest.mark.skipif(not is_installed("pytorch"),
                                 reason=f"pytorch not installed: {install_command('pytorch')}")
+
+
+def _model_config(**overrides):
+    values = dict(model_name="resnet18", use_pretrained=False, freeze_base_network=False,
+                  use_gpu=False)
+    values.update(overrides)
+    return ModelConfig(**values)
+
+
+def _backend(name, num_classes=CLASSES, seed=0, **model):
+    backend = create_backend(name)
+    backend.seed(seed)
+    info = backend.build_model(_model_config(**model), num_classes)
+    backend.configure(resolved(OptimConfig()), None)
+    return backend, info
 
 
 @torch_only
