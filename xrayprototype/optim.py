@@ -10,6 +10,7 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
+from .constraints import NONE, Boolean, Interval, ListOf, Setting
 from .errors import ConfigError, unknown_name
 
 #: optimizer name -> its keyword parameters and defaults (shared across frameworks)
@@ -44,9 +45,39 @@ SCHEDULES: Dict[str, Dict[str, Any]] = {
 }
 
 
+_FRACTION = Interval(float, 0, 1, closed="left")
+_NON_NEGATIVE = Interval(float, 0)
+_POSITIVE = Interval(float, 0, closed="neither")
+
+#: what each parameter of the tables above may be, per table (a name can mean different
+#: things: a schedule's ``gamma`` multiplies the rate, the focal loss's ``gamma`` is a power)
+PARAMETER_RULES: Dict[str, Dict[str, Setting]] = {
+    "optimizer": {
+        "momentum": Setting(_FRACTION), "weight_decay": Setting(_NON_NEGATIVE),
+        "epsilon": Setting(_POSITIVE), "beta1": Setting(_FRACTION), "beta2": Setting(_FRACTION),
+        "amsgrad": Setting(Boolean()), "decay_rate": Setting(_FRACTION),
+        "rho": Setting(_FRACTION)},
+    "loss": {
+        "label_smoothing": Setting(_FRACTION, hint="0.1 is usual"),
+        "gamma": Setting(_NON_NEGATIVE, hint="0 is plain cross-entropy, 2 is usual"),
+        "alpha": Setting(NONE, _POSITIVE, ListOf(_POSITIVE),
+                         hint="one weight per class, or a scalar")},
+    "learning-rate schedule": {
+        "step_size": Setting(Interval(int, 1)), "gamma": Setting(_POSITIVE),
+        "milestones": Setting(ListOf(Interval(int, 1))),
+        "factor": Setting(Interval(float, 0, 1, closed="neither")),
+        "patience": Setting(Interval(int, 0)), "threshold": Setting(_NON_NEGATIVE),
+        "min_lr": Setting(_NON_NEGATIVE), "eta_min": Setting(_NON_NEGATIVE),
+        "warmup_epochs": Setting(Interval(int, 0)), "max_lr": Setting(NONE, _POSITIVE),
+        "pct_start": Setting(Interval(float, 0, 1, closed="neither")),
+        "div_factor": Setting(_POSITIVE), "final_div_factor": Setting(_POSITIVE)},
+}
+
+
 def checked_params(table: Dict[str, Dict[str, Any]], kind: str, name: str,
                    params: Dict[str, Any]) -> Dict[str, Any]:
-    """Defaults of ``name`` updated with ``params``; unknown names or keys raise.
+    """Defaults of ``name`` updated with ``params``; unknown names or keys, and values
+    outside ``PARAMETER_RULES[kind]``, raise.
 
     Example:
         >>> checked_params(OPTIMIZERS, "optimizer", "sgd", {"momentum": 0.9})
@@ -61,7 +92,9 @@ def checked_params(table: Dict[str, Dict[str, Any]], kind: str, name: str,
                           f"{sorted(allowed) or 'none'}.")
     merged = dict(allowed)
     merged.update({k: v for k, v in params.items() if v is not None or k in ("alpha", "max_lr")})
-    return merged
+    rules = PARAMETER_RULES.get(kind, {})
+    return {key: rules[key].check(f"{kind} '{name}' parameter {key}", value) if key in rules
+            else value for key, value in merged.items()}
 
 
 def balanced_class_weights(class_counts) -> np.ndarray:
