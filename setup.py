@@ -26,9 +26,10 @@ EXTRAS = {
     "keras": ["tensorflow-cpu>=2.16", "keras>=3"],
     "dicom": ["pydicom>=2.3"],
     "ray": ["ray>=2.9"],
+    "gpu": ["nvidia-ml-py>=11.450"],     # per-process GPU memory (compare), from the driver
     "dev": ["pytest>=7", "nbclient>=0.7", "nbformat>=5", "ipykernel>=6"],
 }
-EXTRAS["all"] = sorted({req for name in ("pytorch", "gluon", "keras", "dicom", "ray") for req in EXTRAS[name]})
+EXTRAS["all"] = sorted({req for name in ("pytorch", "gluon", "keras", "dicom", "ray", "gpu") for req in EXTRAS[name]})
 
 # every backends/<name>/ with an __init__.py becomes xrayprototype.backends.<name>
 BACKEND_DIRS = sorted(p.name for p in (HERE / "backends").iterdir() if (p / "__init__.py").is_file())

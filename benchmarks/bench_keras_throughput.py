@@ -48,10 +48,11 @@ def plain_run(train_dir: Path, size: int, epochs: int) -> dict:
     """The textbook Keras loop: compile + fit on preloaded arrays."""
     import keras
     from xrayprototype.backends.keras.models import create_model
+    from xrayprototype.config import ModelConfig
 
     images, labels = _preloaded(train_dir, size)
     keras.utils.set_random_seed(0)
-    model = create_model(MODEL, 2, pretrained=False)
+    model = create_model(ModelConfig(MODEL, use_pretrained=False, freeze_base_network=False), 2)
     model.compile(keras.optimizers.Adam(1e-3),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
 

@@ -32,8 +32,9 @@ def _two_runs(interval_s=0.02):
 
 
 def _check_second_run_is_small(first, second, start):
+    # (no lower bound on run 2: in a long-lived process malloc may serve its 20 MB from pages
+    # that are resident already, so the resident set need not grow)
     assert first["peak_rss_bytes"] >= start + 190 * MIB
-    assert second["peak_rss_bytes"] >= start + 19 * MIB
     assert second["peak_rss_bytes"] <= start + 80 * MIB            # not run 1's 200 MB
     assert second["peak_rss_bytes"] <= first["peak_rss_bytes"] - 120 * MIB
 
@@ -56,14 +57,15 @@ def test_sampling_when_the_high_water_mark_cannot_be_reset(monkeypatch, tmp_path
 def test_overlapping_meters_keep_their_own_peaks():
     if not sys.platform.startswith("linux"):
         pytest.skip("VmHWM is Linux's")
-    outer = PeakMemory()
+    outer = PeakMemory(interval_s=0.02)
     outer.start()
-    start = memory.current_rss_bytes()
     block = _touch(100)
+    time.sleep(0.3)                                    # seen by a sampler too
+    held = memory.current_rss_bytes()
     del block
-    with PeakMemory():                                 # resets the kernel's mark
+    with PeakMemory(interval_s=0.02):                  # resets the kernel's mark
         pass
-    assert outer.read()["peak_rss_bytes"] >= start + 90 * MIB
+    assert outer.read()["peak_rss_bytes"] >= held - 4 * MIB     # not the 100 MB less
     outer.stop()
 
 

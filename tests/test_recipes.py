@@ -51,13 +51,7 @@ def run(workspace, data, name, backend="pytorch", model="mobilenet_v3_small", ep
 
 def weights_of(backend):
     """name -> numpy copy of every weight (normalisation statistics included)."""
-    model = backend.model
-    if hasattr(model, "state_dict"):                                        # torch
-        return {k: v.detach().cpu().numpy().copy() for k, v in model.state_dict().items()}
-    if hasattr(model, "collect_params"):                                    # gluon
-        return {k: p.data().asnumpy().copy() for k, p in model.collect_params().items()
-                if p._data is not None}
-    return {w.path: np.array(w.numpy()) for w in model.weights}             # keras
+    return dict(backend.named_weights())
 
 
 def layer_weights(backend, index):
@@ -253,7 +247,7 @@ def test_soft_targets_are_the_mixture_of_the_two_hard_losses(name, loss):
     backend = create_backend(name)
     backend.seed(0)
     backend.build_model(ModelConfig("resnet18", use_pretrained=False, freeze_base_network=False,
-                                    use_gpu=False), 2, 3)
+                                    use_gpu=False), 2)
     rng = np.random.default_rng(0)
     images = rng.standard_normal((8, SIZE, SIZE, 3)).astype(np.float32)
     if backend.capabilities().layout == "NCHW":
@@ -388,7 +382,7 @@ def test_set_frozen_layers_freezes_exactly_the_first_layers(name):
     backend = create_backend(name)
     backend.seed(0)
     backend.build_model(ModelConfig("resnet18", use_pretrained=False, freeze_base_network=True,
-                                    use_gpu=False), 2, 3)
+                                    use_gpu=False), 2)
     layers = backend.base_layers()
     assert len(layers) > 10
     info = backend.set_frozen_layers(3)

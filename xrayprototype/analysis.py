@@ -1,10 +1,11 @@
 """Run many experiments (one after another, or as tasks on a Ray cluster) and the Monk-style
 ``Analyse_*`` hyper-parameter finders built on them.
 
-An :class:`ExperimentSpec` is plain data (JSON-able), so a Ray task receives it, runs a whole
-experiment through the facade in its own process and writes into the shared workspace; only a
-small result dict travels back. A failed experiment is reported with its error and the others
-complete.
+An :class:`ExperimentSpec` is plain data (JSON-able), so a Ray task receives it, creates the
+experiment (``Experiment.create``), applies its configuration and overrides as checked
+changes (``Experiment.update``), trains it in its own process and writes into the shared
+workspace; only a small result dict travels back. A failed experiment is reported with its
+error and the others complete.
 """
 import os
 import re
@@ -27,14 +28,15 @@ EXECUTORS = ("sequential", "ray")
 class ExperimentSpec:
     """Everything needed to train one experiment from scratch in any process.
 
-    ``config`` is an ``ExperimentConfig.to_dict()``; ``updates`` are facade calls applied after
-    it, e.g. ``[["update_learning_rate", [0.01]]]``.
+    ``config`` is an ``ExperimentConfig.to_dict()`` (or part of one); ``overrides`` are changes
+    applied after it, ``{section: {field: value}}``, e.g. ``{"optim": {"learning_rate":
+    0.01}}``. Both are checked as any setting is (``Experiment.update``).
     """
     project: str
     experiment: str
     backend: str
     config: Dict[str, Any]
-    updates: List[List[Any]] = field(default_factory=list)
+    overrides: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     workspace: str = ""
     threads: Optional[int] = None
 
@@ -48,16 +50,17 @@ def run_spec(spec: Dict[str, Any]) -> Dict[str, Any]:
     try:
         if spec.threads:
             _limit_threads(spec.threads)
-        from .config import ExperimentConfig
-        from .prototype import prototype
+        from .experiment import Experiment
+        from .workspace import ExperimentPaths, resolve_root
 
-        gtf = prototype(verbose=0, workspace=spec.workspace)
-        gtf.Prototype(spec.project, spec.experiment, backend=spec.backend)
-        gtf.experiment.config = ExperimentConfig.from_dict(spec.config)
-        for verb, args, *keywords in spec.updates:
-            getattr(gtf, verb)(*args, **(keywords[0] if keywords else {}))
-        gtf.Dataset()
-        result["summary"] = gtf.Train()
+        paths = ExperimentPaths(resolve_root(spec.workspace or None), spec.project,
+                                spec.experiment)
+        experiment = Experiment.create(paths, spec.backend, report=lambda text: None)
+        experiment.show_progress = False
+        experiment.update(spec.config)
+        experiment.update(spec.overrides)
+        experiment.load_data()
+        result["summary"] = experiment.train()
     except Exception as err:  # reported in the table, the other experiments go on
         result["error"] = f"{type(err).__name__}: {err}"
         result["traceback"] = traceback.format_exc(limit=5)

@@ -190,13 +190,6 @@ class Backend(abc.ABC):
         finally:
             shutil.rmtree(snapshot, ignore_errors=True)
 
-    def peak_memory(self) -> Dict[str, int]:
-        """Peak accelerator memory in bytes, e.g. ``{"gpu_bytes": ...}``; {} on CPU."""
-        return {}
-
-    def reset_peak_memory(self) -> None:
-        """Start a new peak-memory measurement."""
-
 
 @dataclass
 class BackendEntry:

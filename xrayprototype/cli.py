@@ -1,4 +1,4 @@
-"""Command line: ``xrayprototype train | evaluate | infer | demo``, wrapping the facade.
+"""Command line: ``xrayprototype train | evaluate | infer | demo``, on ``Experiment``.
 
 Example:
     xrayprototype train --project Pneumonia --experiment resnet18 \\
@@ -13,6 +13,8 @@ import sys
 from typing import List, Optional
 
 from .errors import XrayPrototypeError
+from .experiment import Experiment
+from .workspace import ExperimentPaths, append_run_log, resolve_root
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -68,42 +70,85 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _train(args, prototype) -> dict:
-    gtf = prototype(verbose=0 if args.quiet else 1, workspace=args.workspace)
+def _reporter(args, paths):
+    """Print (unless --quiet) and append to the experiment's logs/run.log."""
+    def report(text: str) -> None:
+        if not args.quiet:
+            print(text, flush=True)
+        append_run_log(paths, text)
+    return report
+
+
+def _paths(args):
+    return ExperimentPaths(resolve_root(args.workspace), args.project, args.experiment)
+
+
+def _train(args) -> dict:
+    paths = _paths(args)
+    report = _reporter(args, paths)
     if args.resume:
-        gtf.Prototype(args.project, args.experiment, resume_train=True)
-        return gtf.Train()
-    gtf.Prototype(args.project, args.experiment, backend=args.backend)
-    gtf.Default(dataset_path=args.dataset, path_to_csv=args.csv, model_name=args.model,
-                freeze_base_network=not args.unfreeze, num_epochs=args.epochs,
-                use_pretrained=not args.no_pretrained, input_size=args.input_size,
-                batch_size=args.batch_size)
-    if args.learning_rate:
-        gtf.update_learning_rate(args.learning_rate)
-    return gtf.Train()
+        experiment = Experiment.open(paths, "resume", report=report)
+    else:
+        experiment = Experiment.create(paths, args.backend, report=report)
+        optim = {"learning_rate": args.learning_rate} if args.learning_rate else {}
+        experiment.update({
+            "data": {"dataset_path": args.dataset, "path_to_csv": args.csv,
+                     "input_size": args.input_size, "batch_size": args.batch_size},
+            "model": {"model_name": args.model, "freeze_base_network": not args.unfreeze,
+                      "use_pretrained": not args.no_pretrained},
+            "train": {"num_epochs": args.epochs}, "optim": optim})
+        data = experiment.load_data()
+        report(f"classes {data.classes}; train {len(data.train)}, val {len(data.val)}")
+    experiment.show_progress = not args.quiet
+    paths.logs.mkdir(parents=True, exist_ok=True)
+    summary = experiment.train()
+    report(f"best {summary['best_metric']} {summary['best_value']:.4f} at epoch "
+           f"{summary['best_epoch']}; saved in {paths.dir}")
+    return summary
 
 
-def _open(args, prototype):
-    gtf = prototype(verbose=0 if args.quiet else 1, workspace=args.workspace)
-    gtf.Prototype(args.project, args.experiment, eval_infer=True)
-    return gtf
+def _opened(args):
+    paths = _paths(args)
+    experiment = Experiment.open(paths, "eval_infer", report=_reporter(args, paths))
+    experiment.show_progress = not args.quiet
+    return experiment.ready_for_prediction()
+
+
+def _evaluate(args) -> dict:
+    from .evaluation import report_lines
+
+    experiment = _opened(args)
+    experiment.set_evaluation_data({"dataset_path": args.dataset, "path_to_csv": args.csv})
+    experiment.load_eval_data()
+    metrics = experiment.evaluate()
+    for line in report_lines(metrics, experiment.paths.logs):
+        experiment.report(line)
+    return {"accuracy": 100.0 * metrics["accuracy"], "per_class": metrics["monk_per_class"]}
+
+
+def _infer(args):
+    from .evaluation import image_files, prediction_result
+
+    experiment = _opened(args)
+    files = image_files(args.image, args.dir)
+    probabilities = experiment.predict_files([str(f) for f in files])
+    results = [prediction_result(str(f), p, experiment.classes, experiment.decision_threshold,
+                                 False) for f, p in zip(files, probabilities)]
+    for result in results:
+        experiment.report(f"{result['img_name']}: {result['predicted_class']} "
+                          f"({result['score']:.3f})")
+    return results[0] if args.image else results
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    from .prototype import prototype
     try:
         if args.command == "train":
-            result = _train(args, prototype)
+            result = _train(args)
         elif args.command == "evaluate":
-            gtf = _open(args, prototype)
-            gtf.Dataset_Params(dataset_path=args.dataset, path_to_csv=args.csv)
-            gtf.Dataset()
-            accuracy, per_class = gtf.Evaluate()
-            result = {"accuracy": accuracy, "per_class": per_class}
+            result = _evaluate(args)
         elif args.command == "infer":
-            gtf = _open(args, prototype)
-            result = gtf.Infer(img_name=args.image) if args.image else gtf.Infer(img_dir=args.dir)
+            result = _infer(args)
         else:
             from .demo import run_demo
             result = run_demo(workspace=args.workspace, backend=args.backend, model=args.model,

@@ -18,8 +18,8 @@ import json
 from pathlib import Path
 from typing import Dict, List, Union
 
-from . import state as st
 from .errors import ExperimentError
+from .experiment import Experiment
 from .training import History
 from .workspace import ExperimentPaths, NamedCollection, comparison_dir
 
@@ -41,7 +41,7 @@ CURVES = [("train", "accuracy"), ("val", "accuracy"), ("train", "loss"), ("val",
 
 def experiment_row(paths: ExperimentPaths) -> Dict:
     """One table row from a saved experiment; a missing figure is None, never an error."""
-    state = st.read_state(paths.state_file)
+    state = Experiment.open(paths, "read").state
     config, summary = state.get("config", {}), state.get("summary", {})
     evaluation, model = state.get("evaluation", {}), state.get("model", {})
     mib = 1024 * 1024
@@ -87,7 +87,15 @@ class compare(NamedCollection):  # noqa: N801  (Monk's spelling is the public AP
         self.experiments: List[List[str]] = []
 
     def Comparison(self, comparison_name: str) -> None:
-        """Create or reopen ``comparison/<comparison_name>`` (its experiment list is kept)."""
+        """Create or reopen ``comparison/<comparison_name>`` (its experiment list is kept).
+
+        Args:
+            comparison_name: the comparison's folder under ``<workspace>/comparison/``.
+
+        Example:
+            >>> ctf = compare(verbose=1)
+            >>> ctf.Comparison("Backbones")
+        """
         self.name = comparison_name
         listing = self.folder / "comparison.json"
         self.experiments = json.loads(listing.read_text())["experiments"] if listing.exists() else []
@@ -95,7 +103,17 @@ class compare(NamedCollection):  # noqa: N801  (Monk's spelling is the public AP
                   f"({len(self.experiments)} experiments)")
 
     def Add_Experiment(self, project_name: str, experiment_name: str) -> None:
-        """Add a saved experiment; it must exist (it need not have finished training)."""
+        """Add a saved experiment; it must exist (it need not have finished training). The
+        list is saved in ``comparison.json``; adding an experiment twice changes nothing.
+
+        Args:
+            project_name: the experiment's project, e.g. "Pneumonia".
+            experiment_name: the experiment's name, e.g. "resnet18".
+
+        Example:
+            >>> ctf.Add_Experiment("Pneumonia", "resnet18")
+            >>> ctf.Add_Experiment("Pneumonia", "densenet121")
+        """
         self._saved_experiment(project_name, experiment_name)
         if [project_name, experiment_name] not in self.experiments:
             self.experiments.append([project_name, experiment_name])
@@ -104,8 +122,24 @@ class compare(NamedCollection):  # noqa: N801  (Monk's spelling is the public AP
             json.dumps({"name": self.name, "experiments": self.experiments}, indent=2))
 
     def Generate_Statistics(self):
-        """Write the plots, ``comparison.csv`` and ``summary.html``; return a DataFrame with
-        one row per experiment."""
+        """Write the plots (training and validation accuracy and loss per epoch, one bar
+        chart per figure some experiment has), ``comparison.csv`` and ``summary.html``.
+
+        Returns:
+            A pandas DataFrame, one row per experiment in the order added: project,
+            experiment, backend, model, status, classes, input_size, batch_size, optimizer,
+            learning_rate, num_train, epochs, best_epoch, best_val_accuracy, best_val_loss,
+            best_val_roc_auc, final_train_accuracy, train_time_s, seconds_per_epoch,
+            train_images_per_s, peak_cpu_memory_mb, peak_gpu_memory_mb, num_parameters,
+            trainable_parameters, the last evaluation's test_accuracy, test_roc_auc,
+            test_pr_auc, test_images, test_decision_rule, test_tta and
+            test_recall_<class>, eval_ms_per_image and latency_ms_per_image; a figure an
+            experiment lacks is None.
+
+        Example:
+            >>> table = ctf.Generate_Statistics()
+            >>> table[["experiment", "best_val_accuracy", "test_accuracy"]]
+        """
         import pandas as pd
 
         if not self.experiments:

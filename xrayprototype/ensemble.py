@@ -25,19 +25,19 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from . import state as st
-from .config import DataConfig
+from .config import ExperimentConfig
 from .data import ImageRecords, load_eval
 from .errors import ConfigError, ExperimentError
 from .evaluation import (choose_threshold, decision_record, decision_rule, evaluate_predictions,
                          image_files, prediction_result, report_lines)
+from .experiment import EVALUATION_DATA_FIELDS, Experiment
 from .metrics import check_threshold_method, positive_index, roc_auc
-from .workspace import NamedCollection, ensemble_dir
+from .validation import updated_config
+from .workspace import ExperimentPaths, NamedCollection, ensemble_dir
 
 ENSEMBLE_FILE = "ensemble.json"
 WEIGHT_METRICS = ("roc_auc", "log_loss")
 MAX_GRID_POINTS = 50_000
-_EVAL_DATA_KEYS = ("dataset_path", "path_to_csv", "delimiter", "batch_size", "num_workers",
-                   "on_corrupt")
 
 
 # ---------------------------------------------------------------------------- the math
@@ -138,7 +138,15 @@ class ensemble(NamedCollection):  # noqa: N801  (Monk's spelling is the public A
 
     def Ensemble(self, ensemble_name: str) -> None:
         """Create or reopen ``ensembles/<ensemble_name>`` (members, weights and threshold are
-        kept)."""
+        kept).
+
+        Args:
+            ensemble_name: the ensemble's folder under ``<workspace>/ensembles/``.
+
+        Example:
+            >>> etf = ensemble(verbose=1)
+            >>> etf.Ensemble("resnet-plus-densenet")
+        """
         self.name = ensemble_name
         path = self.folder / ENSEMBLE_FILE
         self.state = st.read_state(path) if path.exists() else {
@@ -153,9 +161,20 @@ class ensemble(NamedCollection):  # noqa: N801  (Monk's spelling is the public A
 
     def Add_Experiment(self, project_name: str, experiment_name: str) -> None:
         """Add a trained experiment; its classes must be those of the other members.
-        Adding a member resets the weights to the plain mean and removes the threshold."""
+        Adding a member resets the weights to the plain mean and removes the threshold;
+        adding one twice changes nothing.
+
+        Args:
+            project_name: the experiment's project, e.g. "Pneumonia".
+            experiment_name: the experiment's name; it must have completed an epoch.
+
+        Example:
+            >>> etf.Add_Experiment("Pneumonia", "resnet18")
+            >>> etf.Add_Experiment("Pneumonia", "densenet121")
+        """
         self.folder                                     # an ensemble must be open
-        state = st.read_state(self._saved_experiment(project_name, experiment_name).state_file)
+        state = Experiment.open(self._saved_experiment(project_name, experiment_name),
+                                "read").state
         classes = state.get("classes") or []
         if not classes or not (state.get("training", {}).get("progress") or {}).get(
                 "epoch_completed"):
@@ -179,17 +198,16 @@ class ensemble(NamedCollection):  # noqa: N801  (Monk's spelling is the public A
                   f"{config['model']['model_name']}, {config['data']['input_size']} px); "
                   f"{len(self.state['members'])} members, combined by their mean")
 
-    def _opened(self) -> List:
+    def _opened(self) -> List[Experiment]:
         """The members as Experiments with their best weights loaded (opened once)."""
-        from .prototype import prototype
-
         if not self.state.get("members"):
             raise ExperimentError("the ensemble has no experiments; Add_Experiment first.")
-        for project, experiment in self.state["members"]:
-            if (project, experiment) not in self._members:
-                member = prototype(verbose=0, workspace=self.workspace_root)
-                member.Prototype(project, experiment, eval_infer=True)
-                self._members[(project, experiment)] = member.experiment
+        for project, name in self.state["members"]:
+            if (project, name) not in self._members:
+                paths = ExperimentPaths(self.workspace_root, project, name)
+                member = Experiment.open(paths, "eval_infer", report=lambda text: None)
+                member.show_progress = False
+                self._members[(project, name)] = member.ready_for_prediction()
         return [self._members[tuple(m)] for m in self.state["members"]]
 
     # ------------------------------------------------------------------ data
@@ -197,31 +215,49 @@ class ensemble(NamedCollection):  # noqa: N801  (Monk's spelling is the public A
                        batch_size: Optional[int] = None, num_processors: Optional[int] = None,
                        on_corrupt: Optional[str] = None) -> None:
         """The evaluation set (a folder of class sub-folders, a CSV, an npz split), as
-        ``prototype.Dataset_Params`` in eval_infer mode.
+        ``prototype.Dataset_Params`` in eval_infer mode; saved in ``ensemble.json`` (None
+        keeps the current value). Each member preprocesses it as it was trained to.
+
+        Args:
+            dataset_path: a folder of class sub-folders, an image folder for path_to_csv,
+                or an .npz file (its test split; ``"file.npz:val"`` picks another).
+            path_to_csv: a CSV of ``file,label`` rows.
+            delimiter: the CSV's column separator.
+            batch_size: images per prediction step.
+            num_processors: decoding threads.
+            on_corrupt: "skip" (list unreadable images and go on) or "error".
 
         Example:
             >>> etf.Dataset_Params(dataset_path="chest_xray/test")
         """
-        from .facade_settings import _absolute
-
         values = dict(dataset_path=dataset_path, path_to_csv=path_to_csv, delimiter=delimiter,
                       batch_size=batch_size, num_workers=num_processors, on_corrupt=on_corrupt)
         saved = dict(self.state.get("evaluation_data") or {})
-        for key, value in values.items():
-            if value is not None:
-                saved[key] = _absolute(value) if key in ("dataset_path", "path_to_csv") else value
-        self.state["evaluation_data"], self._eval_records = saved, None
+        saved.update({k: v for k, v in values.items() if v is not None})
+        checked = updated_config(ExperimentConfig(), {"data": saved}).data
+        self.state["evaluation_data"] = {k: getattr(checked, k) for k in saved}
+        self._eval_records = None
         self._save()
 
     def Dataset(self) -> Dict:
-        """Read the evaluation set; returns its class counts."""
+        """Read the evaluation set set by ``Dataset_Params`` (``Evaluate`` reads it when
+        needed).
+
+        Returns:
+            Its class counts, ``{class: number of images}``.
+
+        Example:
+            >>> etf.Dataset_Params(dataset_path="chest_xray/test")
+            >>> etf.Dataset()
+        """
         saved = self.state.get("evaluation_data") or {}
         if not saved.get("dataset_path"):
             raise ExperimentError("no evaluation set: call Dataset_Params(dataset_path="
                                   "'.../test') first.")
         if not self.state.get("classes"):
             raise ExperimentError("the ensemble has no experiments; Add_Experiment first.")
-        config = DataConfig(**{k: v for k, v in saved.items() if k in _EVAL_DATA_KEYS})
+        config = updated_config(ExperimentConfig(), {"data": {
+            k: v for k, v in saved.items() if k in EVALUATION_DATA_FIELDS}}).data
         self._eval_records = load_eval(config, self.state["classes"])
         self._say(f"evaluation set: {len(self._eval_records)} images "
                   f"{self._eval_records.class_counts()}")
@@ -261,9 +297,17 @@ class ensemble(NamedCollection):  # noqa: N801  (Monk's spelling is the public A
         """Choose member weights on the shared validation split: a grid over the simplex
         (multiples of ``step``) maximising ROC-AUC or minimising ``"log_loss"``; the plain
         mean is kept unless a grid point is strictly better. Removes a chosen threshold.
+        The members must have been validated on the same images (same data, split and seed).
 
-        Returns ``{"weights", "metric", "step", "val_score", "val_score_of_mean",
-        "num_images", "tta"}``.
+        Args:
+            metric: "roc_auc" (maximised) or "log_loss" (minimised).
+            step: the grid's step; it must divide 1 (e.g. 0.1, 0.05, 0.25) and the grid
+                may have at most 50,000 points.
+            tta: tune on test-time-augmented probabilities (then evaluate with tta too).
+
+        Returns:
+            ``{"weights", "metric", "step", "val_score", "val_score_of_mean",
+            "num_images", "tta"}``; the weights are in the order the members were added.
 
         Example:
             >>> etf.Tune_Weights(metric="log_loss")["weights"]
@@ -279,7 +323,16 @@ class ensemble(NamedCollection):  # noqa: N801  (Monk's spelling is the public A
         return tuning
 
     def update_weights(self, weights: Optional[Sequence[float]] = None) -> None:
-        """Set member weights by hand (normalised to sum 1), or ``None`` for the plain mean."""
+        """Set member weights by hand (normalised to sum 1), or ``None`` for the plain mean.
+        Removes a chosen threshold.
+
+        Args:
+            weights: one non-negative weight per member, in the order they were added, not
+                all zero; or None.
+
+        Example:
+            >>> etf.update_weights([2, 1])     # the first member counts twice
+        """
         count = len(self.state.get("members") or [])
         if weights is not None:
             weights = [float(w) for w in weights]
@@ -294,7 +347,24 @@ class ensemble(NamedCollection):  # noqa: N801  (Monk's spelling is the public A
     def Select_Threshold(self, method: str = "youden", target: float = 0.95,
                          positive_class: Optional[str] = None, tta: bool = False) -> Dict:
         """As ``prototype.Select_Threshold``, on the ensemble's combined validation
-        probabilities."""
+        probabilities (the members must share their validation split); saved in
+        ``ensemble.json``, and Evaluate / Infer then predict ``positive_class`` when its
+        combined probability >= threshold. Two classes only.
+
+        Args:
+            method: "youden" (maximum sensitivity + specificity - 1) or "sensitivity" (the
+                highest threshold whose validation sensitivity reaches ``target``).
+            target: the sensitivity wanted with method="sensitivity", e.g. 0.95.
+            positive_class: default the class that is not NORMAL (else the second class).
+            tta: choose it on test-time-augmented probabilities (then evaluate with tta too).
+
+        Returns:
+            ``{"threshold", "positive_class", "method", "target", "val_sensitivity",
+            "val_specificity", "val_youden_j", "num_images", "tta", "chosen_on"}``.
+
+        Example:
+            >>> etf.Select_Threshold(method="sensitivity", target=0.95)["threshold"]
+        """
         classes = self.state.get("classes") or []
         positive_index(classes, positive_class)
         check_threshold_method(method, target)           # before predicting anything
@@ -310,7 +380,17 @@ class ensemble(NamedCollection):  # noqa: N801  (Monk's spelling is the public A
 
     def update_decision_threshold(self, threshold: Optional[float],
                                   positive_class: Optional[str] = None) -> None:
-        """As ``prototype.update_decision_threshold``."""
+        """As ``prototype.update_decision_threshold``: set the two-class decision threshold
+        by hand; saved in ``ensemble.json``.
+
+        Args:
+            threshold: a probability in [0, 1]: ``positive_class`` is predicted when its
+                combined probability is at least this; None predicts the most probable class.
+            positive_class: default the class that is not NORMAL (else the second class).
+
+        Example:
+            >>> etf.update_decision_threshold(0.4)   # PNEUMONIA when p(PNEUMONIA) >= 0.4
+        """
         self.state["decision_threshold"] = None if threshold is None else \
             decision_record(self.state.get("classes") or [], threshold, positive_class, "manual")
         self._save()
@@ -319,7 +399,19 @@ class ensemble(NamedCollection):  # noqa: N801  (Monk's spelling is the public A
     def Evaluate(self, tta: bool = False) -> Tuple[float, Dict]:
         """Accuracy (%) and Monk's per-class dict of the combined model on the evaluation set,
         with the same report, state (``ensemble.json``) and files (``logs/``) as
-        ``prototype.Evaluate``."""
+        ``prototype.Evaluate``. Reads the evaluation set first when ``Dataset`` has not.
+
+        Args:
+            tta: average each image's probabilities with its horizontal mirror image's.
+
+        Returns:
+            ``(accuracy, per_class)``: the accuracy in percent, and Monk's per-class dict
+            ``{class: {"num_images", "num_correct", "accuracy"}}`` (accuracy in percent).
+
+        Example:
+            >>> etf.Dataset_Params(dataset_path="chest_xray/test")
+            >>> accuracy, per_class = etf.Evaluate()
+        """
         if self._eval_records is None:
             self.Dataset()
         records = self._eval_records
@@ -345,7 +437,24 @@ class ensemble(NamedCollection):  # noqa: N801  (Monk's spelling is the public A
 
     def Infer(self, img_name: Optional[str] = None, img_dir: Optional[str] = None,
               return_raw: bool = False, tta: bool = False) -> Union[Dict, List[Dict]]:
-        """As ``prototype.Infer``, with the combined probabilities."""
+        """As ``prototype.Infer``, with the combined probabilities (and the decision
+        threshold, when one is set).
+
+        Args:
+            img_name: an image file.
+            img_dir: a folder whose images are all predicted. Give exactly one of the two.
+            return_raw: add ``"raw"``, the combined probabilities as a list in class order.
+            tta: average each image's probabilities with its horizontal mirror image's.
+
+        Returns:
+            ``{"img_name", "predicted_class", "score", "probabilities": {class: p}}``
+            (``score``: the predicted class's probability; plus ``decision_threshold`` when
+            one decides, ``raw`` with return_raw); for ``img_dir`` a list of them, sorted by
+            file name.
+
+        Example:
+            >>> etf.Infer(img_name="chest_xray/test/NORMAL/IM-0001-0001.jpeg")["predicted_class"]
+        """
         files = image_files(img_name, img_dir)
         names = [str(f) for f in files]
         combined = combine([m.predict_files(names, tta=tta) for m in self._opened()],

@@ -1,74 +1,152 @@
-"""One experiment's life: data, model, training, evaluation and inference, framework-free.
+"""One experiment's life, framework-free: created or opened here, configured through checked
+changes, trained, and made ready for prediction once.
 
-The facade (``prototype``) validates user input and calls this; this calls the backend
-through the contract only, and keeps ``experiment.json`` and the files under the experiment
-folder up to date.
+Every entry point (the ``prototype`` facade, ``ensemble``, ``compare``, the ``Analyse_*`` / Ray
+runner and the command line) opens experiments through ``Experiment.create`` and
+``Experiment.open``; this calls the backend through the contract only, and keeps
+``experiment.json`` and the files under the experiment folder up to date.
+
+Example:
+    >>> paths = ExperimentPaths(resolve_root("ws"), "Pneumonia", "resnet18")
+    >>> experiment = Experiment.create(paths, backend="pytorch")
+    >>> experiment.update({"data": {"dataset_path": "chest_xray/train"},
+    ...                    "model": {"model_name": "resnet18"}, "train": {"num_epochs": 5}})
+    >>> experiment.load_data(); experiment.train()
+    >>> Experiment.open(paths, "eval_infer").ready_for_prediction().predict_files(["x.jpeg"])
 """
 import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
 from . import state as st
-from .backend import Backend, create_backend, get_backend_class
+from .backend import Backend, DEFAULT_BACKEND, canonical_backend_name, create_backend, \
+    get_backend_class
 from .config import DataConfig, ExperimentConfig
-from .data import (BatchLoader, ImageRecords, ImageStore, Normalizer, TrainValData,
-                   balanced_sample_weights, estimate_statistics, load_eval, load_train_val)
-from .data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from .errors import (ConfigError, ExperimentError, TrainingDivergedError, XrayPrototypeError,
-                     unknown_name)
-from .optim import LearningRateSchedule, balanced_class_weights, resolved
-from .recipes import FREEZE_BASE, TrainingPlan
-from .training import (EpochSetup, History, Progress, Trainer, peak_rss_bytes,
-                       progress_from_dict)
+from .data import (BatchLoader, ImageRecords, Normalizer, TrainValData, balanced_sample_weights,
+                   load_eval, load_train_val)
+from .errors import ConfigError, ExperimentError, XrayPrototypeError, unknown_name
+from .models import unknown_model
+from .optim import balanced_class_weights
+from .preprocessing import (StoreCache, normalizer_of, resolve_preprocessing,
+                            saved_preprocessing_holds)
+from .validation import check_for_backend, updated_config
 from .workspace import ExperimentPaths
 
 #: copy of experiment.json describing the run whose logs sit beside it
 RUN_STATE_SNAPSHOT = "run_state.json"
-
-#: named normalisations: (mean, std) on the 0..1 scale
-NORMALIZATIONS = {
-    "imagenet": (IMAGENET_MEAN, IMAGENET_STD),
-    "inception": ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
-    "lite": ((127 / 255,) * 3, (128 / 255,) * 3),
-    "none": (None, None),
-}
+#: train: configure and train; eval_infer: a trained model, fixed; resume: continue the
+#: interrupted run; read: the saved state only (no backend, no model), e.g. for compare
+MODES = ("train", "eval_infer", "resume", "read")
+#: data settings whose change means the data must be read (and split) again
+RELOADING_DATA_FIELDS = ("dataset_path", "path_to_csv", "delimiter", "trainval_split",
+                         "group_pattern", "group_column", "class_names")
+#: data settings an evaluation set (eval_infer) may change; the others are the model's
+EVALUATION_DATA_FIELDS = ("dataset_path", "path_to_csv", "delimiter", "batch_size",
+                          "num_workers", "on_corrupt")
 
 
 class Experiment:
-    """State, backend and data of ``workspace/<project>/<experiment>``."""
+    """State, backend, data and model of ``workspace/<project>/<experiment>``. Open one with
+    ``create`` (train mode) or ``open`` (eval_infer, resume or read)."""
 
     def __init__(self, paths: ExperimentPaths, backend_name: str, config: ExperimentConfig,
-                 state: Dict, report=print):
+                 state: Dict, mode: str = "train", report=print):
+        if mode not in MODES:
+            raise unknown_name("mode", mode, MODES)
         self.paths, self.config, self.state, self.report = paths, config, state, report
-        self.backend_name = backend_name
+        self.backend_name, self.mode = backend_name, mode
         self.backend: Optional[Backend] = None
         self.data: Optional[TrainValData] = None
         self.eval_records: Optional[ImageRecords] = None
         self.eval_data_config: Optional[DataConfig] = None   # eval_infer: the evaluation set
         self.model_ready = False
         self.model_fresh = False     # built and not trained yet
+        self.weights_in_memory: Optional[tuple] = None     # which saved weights the model holds
         self.show_progress = True
-        self._stores: Dict[str, ImageStore] = {}
+        self.stores = StoreCache()
 
-    # ----------------------------------------------------------------- persistence
-    def save_state(self, snapshot: bool = False) -> None:
-        """Write experiment.json; ``snapshot`` also keeps a copy describing this run in
-        ``logs/`` (it moves to ``archive/`` with the run's logs if the experiment is re-run)."""
-        self.state["config"] = self.config.to_dict()
-        self.state["backend"] = self.backend_name
-        st.write_state(self.paths.state_file, self.state)
-        if snapshot and self.paths.logs.is_dir():
-            st.write_state(self.paths.logs / RUN_STATE_SNAPSHOT, self.state)
+    # ----------------------------------------------------------------- opening
+    @classmethod
+    def create(cls, paths: ExperimentPaths, backend: Optional[str] = None,
+               copy_from: Optional[ExperimentPaths] = None, report=print) -> "Experiment":
+        """Open ``paths`` for configuring and training: a new experiment, or an existing one
+        with its settings (its trained models stay until the next ``train``); ``copy_from``
+        starts from another experiment's settings and backend. ``backend`` overrides both."""
+        state = st.read_state(paths.state_file) if paths.exists() else None
+        if state is not None:
+            config = ExperimentConfig.from_dict(state["config"])
+            backend_name = canonical_backend_name(backend or state["backend"])
+        else:
+            config = ExperimentConfig()
+            backend_name = canonical_backend_name(backend or DEFAULT_BACKEND)
+            state = st.new_state(paths.project, paths.experiment, backend_name)
+        if copy_from is not None:
+            if not copy_from.exists():
+                raise ExperimentError(f"copy_from: no experiment at {copy_from.dir}.")
+            source = st.read_state(copy_from.state_file)
+            config = ExperimentConfig.from_dict(source["config"])
+            backend_name = canonical_backend_name(backend or source["backend"])
+            state["copied_from"] = [copy_from.project, copy_from.experiment]
+        experiment = cls(paths, backend_name, config, state, "train", report)
+        experiment.open_backend()
+        experiment.save_state()
+        return experiment
+
+    @classmethod
+    def open(cls, paths: ExperimentPaths, mode: str = "eval_infer",
+             backend: Optional[str] = None, report=print) -> "Experiment":
+        """Open a saved experiment: ``eval_infer`` (a trained model, for evaluation and
+        inference), ``resume`` (continue its interrupted run) or ``read`` (its saved state
+        only). ``backend``, when given, must be the experiment's own."""
+        if mode not in ("eval_infer", "resume", "read"):
+            raise ConfigError(f"Experiment.open takes mode 'eval_infer', 'resume' or 'read', "
+                              f"got {mode!r}; Experiment.create opens for training.")
+        if not paths.exists():
+            project = paths.root / paths.project
+            known = sorted(p.name for p in project.iterdir() if (p / "experiment.json").exists()) \
+                if project.is_dir() else []
+            raise ExperimentError(
+                f"no experiment '{paths.experiment}' in project '{paths.project}' under "
+                f"{paths.root} (experiments there: {known or 'none'}); check the names and the "
+                "workspace= argument, or train it first.")
+        state = st.read_state(paths.state_file)
+        if backend and canonical_backend_name(backend) != state["backend"]:
+            raise ConfigError(f"experiment {paths.experiment} was trained with backend "
+                              f"'{state['backend']}'; leave backend out to use it.")
+        completed = (state.get("training", {}).get("progress") or {}).get("epoch_completed", 0)
+        if mode == "eval_infer" and not completed:
+            raise ExperimentError(f"experiment {paths.experiment} has no trained model yet "
+                                  f"(status '{state['status']}'); run Train() first.")
+        if mode == "resume" and not completed:
+            raise ExperimentError(f"experiment {paths.experiment} has no completed epoch to "
+                                  "resume from; open it without resume_train and Train().")
+        experiment = cls(paths, state["backend"], ExperimentConfig.from_dict(state["config"]),
+                         state, mode, report)
+        if mode != "read":
+            experiment.open_backend()
+        return experiment
 
     def open_backend(self) -> Backend:
         if self.backend is None:
             self.backend = create_backend(self.backend_name)
             self.state["versions"].update(get_backend_class(self.backend_name).framework_versions())
         return self.backend
+
+    # ----------------------------------------------------------------- persistence
+    def save_state(self, snapshot: bool = False) -> None:
+        """Write experiment.json; ``snapshot`` also keeps a copy describing this run in
+        ``logs/`` (it moves to ``archive/`` with the run's logs if the experiment is re-run)."""
+        if self.mode == "read":
+            raise ExperimentError("this experiment was opened read-only (mode 'read').")
+        self.state["config"] = self.config.to_dict()
+        self.state["backend"] = self.backend_name
+        st.write_state(self.paths.state_file, self.state)
+        if snapshot and self.paths.logs.is_dir():
+            st.write_state(self.paths.logs / RUN_STATE_SNAPSHOT, self.state)
 
     @property
     def classes(self) -> List[str]:
@@ -93,10 +171,77 @@ class Experiment:
             shutil.copy2(self.paths.state_file, target / "experiment.json")
         return target
 
+    def supersede_evaluation(self, reason: str) -> None:
+        """Keep an evaluation that no longer describes the model in use under
+        ``previous_evaluation`` (with ``reason``), so neither the state nor ``compare`` shows
+        it as this model's."""
+        if self.state.get("evaluation"):
+            self.state["previous_evaluation"] = dict(self.state["evaluation"],
+                                                     superseded_because=reason)
+            self.state["evaluation"] = {}
+
+    # ----------------------------------------------------------------- configuration
+    def update(self, changes: Dict[str, Dict[str, Any]]) -> ExperimentConfig:
+        """Apply ``{section: {field: value}}`` (sections data, model, optim, train) to a copy
+        of the configuration, check it, and only then keep it and save the state; a refused
+        change raises ConfigError and changes nothing. Invalidates the data split or the
+        model when the change affects them.
+
+        Example:
+            >>> experiment.update({"optim": {"learning_rate": 0.01}, "train": {"num_epochs": 3}})
+        """
+        changes = {section: dict(values) for section, values in changes.items() if values}
+        if self.mode == "eval_infer" and ("model" in changes or "data" in changes):
+            raise ConfigError("this experiment was opened with eval_infer=True; its model and "
+                              "preprocessing are fixed. Use copy_from=[project, experiment] to "
+                              "train a variant.")
+        config = updated_config(self.config, changes)
+        model_changed = config.model != self.config.model
+        if model_changed and config.model.model_name is not None:
+            self.check_model_name(config.model.model_name)
+        if config.model.model_name is not None:
+            check_for_backend(config, self.open_backend().capabilities(), self.backend_name)
+        reload = any(getattr(config.data, f) != getattr(self.config.data, f)
+                     for f in RELOADING_DATA_FIELDS) or config.train.seed != self.config.train.seed
+        self.config = config
+        if reload:
+            self.data = None
+        if model_changed:
+            self.model_ready, self.weights_in_memory = False, None
+        self.save_state()
+        return config
+
+    def set_evaluation_data(self, values: Dict[str, Any]) -> DataConfig:
+        """The evaluation set of an eval_infer experiment: only where it is and how it is read
+        can change; the trained model fixes everything else (size, normalisation ...)."""
+        values = {k: v for k, v in values.items() if v is not None}
+        fixed = sorted(k for k in values if k not in EVALUATION_DATA_FIELDS)
+        if fixed:
+            raise ConfigError(f"{fixed} are fixed by the trained model in eval_infer mode; "
+                              "only the evaluation data (dataset_path, path_to_csv, delimiter, "
+                              "batch_size, num_processors, on_corrupt) can change.")
+        base = replace(self.eval_data_config or self.config.data, path_to_csv=None)
+        checked = updated_config(ExperimentConfig(data=base), {"data": values}).data
+        self.eval_data_config, self.eval_records = checked, None
+        return checked
+
+    def check_model_name(self, name: Optional[str] = None) -> None:
+        """Refuse (with a close-name suggestion) a model the backend cannot build."""
+        name = name if name is not None else self.config.model.model_name
+        if name is None:
+            raise ConfigError("no model chosen; call Model_Params(model_name='resnet18') or "
+                              "Default(..., model_name=...). See List_Models().")
+        capabilities = self.open_backend().capabilities()
+        prefix = capabilities.native_model_prefix
+        if name in capabilities.models or (prefix and str(name).startswith(prefix)):
+            return
+        raise unknown_model(name, self.backend_name, capabilities.models, native_prefix=prefix)
+
     # ----------------------------------------------------------------- data
     def load_data(self) -> TrainValData:
+        """Read and split the training data set by the configuration."""
         self.data = load_train_val(self.config.data, self.config.train.seed)
-        self._stores.clear()
+        self.stores.drop()
         self.state["classes"] = self.data.classes
         self.state["dataset"] = self.data.summary()
         return self.data
@@ -105,74 +250,71 @@ class Experiment:
         if not self.classes:
             raise ExperimentError("this experiment has no trained classes yet; train it first.")
         self.eval_records = load_eval(self.eval_data_config or self.config.data, self.classes)
-        self._stores.pop("eval", None)
+        self.stores.drop("eval")
         return self.eval_records
 
-    def _store(self, split: str, records: ImageRecords, on_corrupt: Optional[str] = None,
-               size: Optional[int] = None) -> ImageStore:
-        data = self.config.data
-        on_corrupt, size = on_corrupt or data.on_corrupt, size or data.input_size
-        key = (split, id(records), size, data.resize_mode, data.channels, on_corrupt)
-        store = self._stores.get(split)
-        if store is None or getattr(store, "key", None) != key:
-            store = ImageStore(records, size, data.channels, data.resize_mode,
-                               data.cache_images, on_corrupt)
-            store.key = key
-            self._stores[split] = store
-        return store
+    def _data_config(self, split: str) -> DataConfig:
+        return self.eval_data_config if split == "eval" and self.eval_data_config \
+            else self.config.data
+
+    def store(self, split: str, records: ImageRecords, on_corrupt: Optional[str] = None,
+              size: Optional[int] = None):
+        data = self._data_config(split)
+        return self.stores.get(split, records, data, size or self.config.data.input_size,
+                               on_corrupt or data.on_corrupt)
+
+    def resolve_preprocessing(self) -> Dict:
+        """Resolve the normalisation for a new run and record it in the state."""
+        info = self.open_backend().capabilities().models.get(self.config.model.model_name)
+        self.state["preprocessing"] = resolve_preprocessing(
+            self.config.data, info.normalization if info else None,
+            lambda: self.store("train", self.data.train), self.config.train.seed)
+        return self.state["preprocessing"]
 
     def normalizer(self) -> Normalizer:
-        """The resolved normalisation, computed and persisted once per experiment."""
-        saved = self.state.get("preprocessing", {})
-        requested = self.config.data.normalization
-        if "mean" in saved and saved.get("requested") == requested and \
-                saved.get("input_size") == self.config.data.input_size:
-            return Normalizer(saved["mean"], saved["std"])
-        name = requested
-        if name == "auto":
-            models = self.open_backend().capabilities().models
-            name = models[self.config.model.model_name].normalization \
-                if self.config.model.model_name in models else "imagenet"
-        if name == "dataset":
-            mean, std = estimate_statistics(self._store("train", self.data.train),
-                                            seed=self.config.train.seed)
-        elif name in NORMALIZATIONS:
-            mean, std = NORMALIZATIONS[name]
-        else:
-            raise unknown_name("normalization", name, list(NORMALIZATIONS) + ["auto", "dataset"])
-        self.state["preprocessing"] = {"requested": requested, "normalization": name,
-                                       "mean": mean, "std": std,
-                                       "input_size": self.config.data.input_size,
-                                       "channels": self.config.data.channels,
-                                       "resize_mode": self.config.data.resize_mode}
-        return Normalizer(mean, std)
+        """The normalisation the model was (or will be) trained with; reads the state only."""
+        saved = self.state.get("preprocessing")
+        if saved_preprocessing_holds(saved, self.config.data):
+            return normalizer_of(saved)
+        info = self.open_backend().capabilities().models.get(self.config.model.model_name)
+        return normalizer_of(resolve_preprocessing(
+            self.config.data, info.normalization if info else None,
+            lambda: self.store("train", self.data.train), self.config.train.seed))
 
     def loader(self, split: str, records: ImageRecords, training: bool = False,
                on_corrupt: Optional[str] = None, size: Optional[int] = None) -> BatchLoader:
         """Batches of ``records`` at ``size`` (default: the experiment's input size)."""
         backend = self.open_backend()
-        data = self.eval_data_config if split == "eval" and self.eval_data_config else self.config.data
+        data = self._data_config(split)
         weights = balanced_sample_weights(records.labels, len(self.classes)) \
             if training and data.weighted_sampling else None
-        return BatchLoader(self._store(split, records, on_corrupt, size), data.batch_size,
+        return BatchLoader(self.store(split, records, on_corrupt, size), data.batch_size,
                            self.normalizer(), backend.capabilities().layout,
                            shuffle=training and data.shuffle_data,
                            augmentation=data.augmentation if training else None,
                            seed=self.config.train.seed, num_workers=data.num_workers,
                            sample_weights=weights, oversample=training and data.oversampling)
 
+    def input_shape(self, size: Optional[int] = None) -> tuple:
+        """Shape of a batch of one image in the backend's layout."""
+        size, channels = size or self.config.data.input_size, self.config.data.channels
+        return (1, channels, size, size) if self.open_backend().capabilities().layout == "NCHW" \
+            else (1, size, size, channels)
+
     # ----------------------------------------------------------------- model
     def build_model(self, for_inference: bool = False) -> Dict:
         """Build the network; for inference no pretrained weights are fetched (the saved
         weights replace them)."""
         backend = self.open_backend()
+        check_for_backend(self.config, backend.capabilities(), self.backend_name)
         model_config = self.config.model
         if for_inference:
             model_config = replace(model_config, use_pretrained=False, model_path=None)
         backend.seed(self.config.train.seed)
-        info = backend.build_model(model_config, len(self.classes), self.config.data.channels)
+        info = backend.build_model(model_config, len(self.classes))
         self.state["model"] = dict(self.state.get("model", {}), name=model_config.model_name, **info)
         self.model_ready, self.model_fresh = True, not for_inference
+        self.weights_in_memory = None
         return info
 
     def class_weights(self) -> Optional[np.ndarray]:
@@ -193,178 +335,54 @@ class Experiment:
             raise ExperimentError(f"no saved '{which}' model in {self.paths.models}; the "
                                   "experiment has not completed an epoch yet.")
         self.open_backend().load(stem)
+        self.weights_in_memory = self._saved_weights_key(which)
+
+    def _saved_weights_key(self, which: str) -> tuple:
+        """Names one saved model of one run: a new run or a new best model changes it."""
+        training = self.state.get("training", {})
+        return (which, training.get("run_started"), self.state.get("summary", {}).get("best_epoch"))
+
+    def ready_for_prediction(self) -> "Experiment":
+        """Build the model and load the best saved weights, unless they are in memory already
+        (so repeated Evaluate / Infer / Select_Threshold calls read nothing from disk)."""
+        if self.mode == "read":
+            raise ExperimentError("this experiment was opened read-only; open it with "
+                                  "mode='eval_infer' to predict.")
+        if not self.model_ready:
+            self.build_model(for_inference=True)
+        if self.weights_in_memory != self._saved_weights_key("best"):
+            self.load_weights("best")
+        return self
 
     # ----------------------------------------------------------------- training
-    def train(self, resume: bool = False) -> Dict:
-        """Run (or continue) the epoch loop; persist models, history, plots and state."""
-        plan = self.training_plan()                    # inconsistent recipes fail here
-        if self.data is None:
-            self.load_data()
-        if self.state.pop("decision_threshold", None):
-            self.report("the decision threshold was chosen for the earlier weights and is "
-                        "removed; choose one again with Select_Threshold() after training")
-        if not resume and self.state.get("status") != st.STATUS_CREATED:
-            archived = self.archive_previous_run()
-            if archived:
-                self.report(f"an earlier run of this experiment was moved to {archived}")
-            self.state["training"], self.state["summary"], self.state["evaluation"] = {}, {}, {}
-        if not resume:
-            self.state.pop("preprocessing", None)      # resolved anew for a fresh run
-        self.paths.create()
-        history = History(self.paths.metrics_file)
-        self.normalizer()
-        if resume and not self.model_ready:
-            self.build_model(for_inference=True)
-        elif not resume and not self.model_fresh:
-            self.build_model()
-        self.model_fresh = False
-        backend = self.backend
-        self.probe_input_sizes(plan.sizes)
-        progress = progress_from_dict(self.state["training"].get("progress")) if resume \
-            else Progress()
-        frozen = self.enter_stage(plan, progress.epoch_completed)
-        setup = self.epoch_setup(plan, progress.epoch_completed)
-        optim = self.config.optim
-        schedule = LearningRateSchedule(optim.schedule, optim.learning_rate, optim.schedule_params,
-                                        self.config.train.num_epochs, len(setup.train_loader))
-        if resume:
-            backend.load(self.paths.model_stem("resume"), with_optimizer=True)
-            schedule.load_state_dict(self.state["training"].get("schedule", {}))
-            history.keep_until(progress.epoch_completed)
-            self.report(f"resuming after epoch {progress.epoch_completed} of "
-                        f"{self.config.train.num_epochs}")
-        self.state["status"] = st.STATUS_TRAINING
-        self.save_state()
+    def train(self) -> Dict:
+        """Run a new training run (mode train) or continue the interrupted one (mode resume);
+        returns the training summary. The experiment is in train mode afterwards."""
+        from .training import TrainingRun
 
-        def checkpoint(progress_now: Progress, records: List[Dict], improved: bool) -> None:
-            backend.save(self.paths.model_stem("resume"), with_optimizer=True)
-            if improved:
-                backend.save(self.paths.model_stem("best"))
-            if self.config.train.save_intermediate_models:
-                backend.save(self.paths.model_stem(f"epoch_{progress_now.epoch_completed:03d}"))
-            history.append(records)
-            self.state["training"].update(progress=progress_now.__dict__.copy(),
-                                          schedule=schedule.state_dict())
-            self.state["summary"] = self._summary(progress_now, history.read())
-            self.save_state(snapshot=True)
+        if self.mode not in ("train", "resume"):
+            raise ExperimentError(f"this experiment was opened with mode '{self.mode}'; open it "
+                                  "with resume_train=True to train more, or copy_from to start "
+                                  "anew.")
+        self.check_model_name()
+        summary = TrainingRun(self, resume=self.mode == "resume").run()
+        self.mode = "train"
+        return summary
 
-        def prepare_epoch(epoch: int) -> EpochSetup:
-            nonlocal frozen
-            if plan.frozen_layers(epoch) != frozen:       # the next fine-tune stage
-                frozen = self.enter_stage(plan, epoch)
-            return self.epoch_setup(plan, epoch)
-
-        train_config = replace(self.config.train,
-                               display_progress=self.config.train.display_progress and self.show_progress)
-        trainer = Trainer(backend, setup.train_loader, setup.val_loader, schedule, train_config,
-                          checkpoint, self.report, prepare_epoch)
-        backend.reset_peak_memory()
-        try:
-            trainer.run(progress)
-        except TrainingDivergedError as err:
-            self._stop(st.STATUS_FAILED, str(err))
-            raise
-        except KeyboardInterrupt:
-            self._stop(st.STATUS_INTERRUPTED, "interrupted by the user; continue with "
-                       "Prototype(..., resume_train=True) and Train()")
-            raise
-        backend.save(self.paths.model_stem("last"))
-        self._plot_history(history)
-        self.measure_latency()
-        self.state["status"] = st.STATUS_TRAINED
-        self.state["dataset"]["skipped_files"] = self._skipped()
-        self.save_state(snapshot=True)
-        return self.state["summary"]
-
-    def training_plan(self) -> TrainingPlan:
+    def training_plan(self):
         """The recipes' epoch plan, checked against the settings and the backend."""
+        from .recipes import TrainingPlan
+
         plan = TrainingPlan(self.config)
         plan.check_backend(self.open_backend().capabilities(), self.backend_name,
                            self.config.model.model_name)
         return plan
 
-    def probe_input_sizes(self, sizes: List[int]) -> None:
-        """Progressive resizing: try the built model at every size first (one image of
-        zeros), so that a size it cannot take fails before training, with its name."""
-        backend, channels = self.backend, self.config.data.channels
-        for size in sorted(set(sizes), reverse=True) if len(set(sizes)) > 1 else []:
-            shape = (1, channels, size, size) if backend.capabilities().layout == "NCHW" \
-                else (1, size, size, channels)
-            try:
-                backend.predict(np.zeros(shape, np.float32))
-            except Exception as err:  # noqa: BLE001  (each framework words it differently)
-                raise ConfigError(
-                    f"model '{self.config.model.model_name}' on backend '{self.backend_name}' "
-                    f"does not take {size}x{size} inputs, which progressive resizing asks for "
-                    f"({type(err).__name__}: {str(err)[:300]}); use sizes it takes, or a model "
-                    "whose input size can change.") from err
-
-    def enter_stage(self, plan: TrainingPlan, epoch: int):
-        """Freeze what ``plan`` freezes at 0-based ``epoch`` and create the optimizer over the
-        parameters that train then; returns the plan's frozen-layers value."""
-        frozen = plan.frozen_layers(epoch)
-        if frozen is not None:
-            layers = self.backend.base_layers()
-            count = len(layers) if frozen == FREEZE_BASE else int(frozen)
-            if count > len(layers):
-                raise ConfigError(
-                    f"freeze_layers={count}, but model '{self.config.model.model_name}' has "
-                    f"{len(layers)} base layers on backend '{self.backend_name}' (from "
-                    f"{layers[0]!r} to {layers[-1]!r}); use update_freeze_layers(n) with n <= "
-                    f"{len(layers)}.")
-            info = self.backend.set_frozen_layers(count)
-            self.state["model"]["trainable_parameters"] = info["trainable_parameters"]
-            self.report(f"from epoch {epoch + 1}: {count} of {len(layers)} base layers frozen, "
-                        f"{info['trainable_parameters']:,} parameters train")
-        self.backend.configure(resolved(self.config.optim), self.class_weights())
-        return frozen
-
-    def epoch_setup(self, plan: TrainingPlan, epoch: int) -> EpochSetup:
-        """Loaders at the epoch's input size, what its records note, and whether it may
-        become the best model (only epochs at the final, inference size)."""
-        size = plan.input_size(epoch)
-        return EpochSetup(self.loader("train", self.data.train, training=True, size=size),
-                          self.loader("val", self.data.val, size=size),
-                          plan.record_fields(epoch), plan.stage(epoch).final_size,
-                          plan.describe(epoch))
-
-    def _stop(self, status: str, reason: str) -> None:
-        self.state["status"], self.state["training"]["stopped_because"] = status, reason
-        self.save_state(snapshot=True)
-        self.report(f"stopped: {reason}")
-
-    def _skipped(self) -> Dict[str, str]:
-        skipped = {}
-        for store in self._stores.values():
-            skipped.update(store.skipped)
-        return skipped
-
-    def _plot_history(self, history: History) -> None:
-        from .plots import training_curves
-        training_curves(history.read(), self.paths.logs)
-
-    def _summary(self, progress: Progress, records: List[Dict]) -> Dict:
-        train = [r for r in records if r["split"] == "train"]
-        val = {r["epoch"]: r for r in records if r["split"] == "val"}
-        best = val.get(progress.best_epoch, {})
-        return {"best_metric": self.config.train.best_metric, "best_value": progress.best_value,
-                "best_epoch": progress.best_epoch, "epochs_completed": progress.epoch_completed,
-                "best_val_accuracy": best.get("accuracy"), "best_val_loss": best.get("loss"),
-                "best_val_roc_auc": best.get("roc_auc"), "best_input_size": best.get("input_size"),
-                "final_input_size": train[-1].get("input_size") if train else None,
-                "final_train_accuracy": train[-1]["accuracy"] if train else None,
-                "final_train_loss": train[-1]["loss"] if train else None,
-                "train_time_s": progress.train_time_s,
-                "seconds_per_epoch": progress.train_time_s / max(1, len(train)),
-                "train_images_per_s": float(np.mean([r["images_per_s"] for r in train])) if train else None,
-                "peak_rss_bytes": peak_rss_bytes(),
-                "peak_gpu_bytes": max([r.get("gpu_bytes", 0) for r in train] or [0]) or None}
-
-    # ----------------------------------------------------------------- evaluation
+    # ----------------------------------------------------------------- prediction
     def predict_records(self, split: str, records: ImageRecords, on_corrupt: Optional[str] = None,
                         tta: bool = False):
-        """(probabilities, labels, indices) of every decodable image of ``records``; with
-        ``tta`` the mean over each image and its horizontal mirror image."""
+        """(probabilities, labels, indices) of every decodable image of ``records``, with the
+        weights in memory; with ``tta`` the mean over each image and its mirror image."""
         from .evaluation import predict_with_tta
 
         probabilities, labels, indices = [], [], []
@@ -379,10 +397,11 @@ class Experiment:
         return np.concatenate(probabilities), np.concatenate(labels), np.concatenate(indices)
 
     def evaluate(self, tta: bool = False) -> Dict:
-        """Metrics on the evaluation records (with the decision threshold when one is set);
-        saves plots, predictions CSV, latency and state."""
+        """Metrics of the best model on the evaluation records (with the decision threshold
+        when one is set); saves plots, predictions CSV, latency and state."""
         from .evaluation import evaluate_predictions
 
+        self.ready_for_prediction()
         records = self.eval_records
         started = time.perf_counter()
         probabilities, labels, indices = self.predict_records("eval", records, tta=tta)
@@ -390,21 +409,25 @@ class Experiment:
         metrics = evaluate_predictions(probabilities, labels, [records.paths[i] for i in indices],
                                        self.classes, self.paths.logs, self.decision_threshold, tta)
         metrics.update(dataset=records.origin, seconds=seconds,
-                       skipped_files=dict(self._stores["eval"].skipped))
+                       skipped_files=self.stores.skipped("eval"),
+                       model_best_epoch=self.state.get("summary", {}).get("best_epoch"))
         self.state["evaluation"] = metrics
+        self.state.pop("previous_evaluation", None)
         if "latency_ms_per_image" not in self.state.get("model", {}):
             self.measure_latency()
         self.save_state()
         return metrics
 
     def predict_files(self, files: List[str], tta: bool = False) -> np.ndarray:
-        """Class probabilities of image files, in order; an undecodable file raises."""
+        """Class probabilities of image files with the best model, in order; an undecodable
+        file raises."""
+        self.ready_for_prediction()
         records = ImageRecords(list(files), [0] * len(files), self.classes)
         try:
             probabilities, _, _ = self.predict_records("infer", records, on_corrupt="error",
                                                        tta=tta)
         finally:
-            self._stores.pop("infer", None)
+            self.stores.drop("infer")
         return probabilities
 
     def measure_latency(self) -> Dict:
@@ -412,14 +435,11 @@ class Experiment:
         after warm-up), stored in ``state["model"]``."""
         from .evaluation import measure_latency
 
-        backend = self.open_backend()
-        size, channels = self.config.data.input_size, self.config.data.channels
-        shape = (1, channels, size, size) if backend.capabilities().layout == "NCHW" \
-            else (1, size, size, channels)
-        latency = measure_latency(backend.predict, shape)
+        latency = measure_latency(self.open_backend().predict, self.input_shape())
         model = self.state.setdefault("model", {})
         model["latency_ms_per_image"] = latency.pop("latency_ms_per_image")
-        model["latency"] = dict(latency, input_size=size, device=model.get("device"))
+        model["latency"] = dict(latency, input_size=self.config.data.input_size,
+                                device=model.get("device"))
         return model
 
     # ----------------------------------------------------------------- decision threshold
@@ -460,11 +480,12 @@ class Experiment:
     def select_threshold(self, method: str = "youden", target: Optional[float] = 0.95,
                          positive_class: Optional[str] = None, tta: bool = False) -> Dict:
         """Choose the two-class decision threshold on the validation split (never the
-        evaluation set) with the loaded weights, store and return it."""
+        evaluation set) with the best model, store and return it."""
         from .evaluation import choose_threshold
         from .metrics import positive_index
 
         positive_index(self.classes, positive_class)        # two classes, known name: fail early
+        self.ready_for_prediction()
         records = self.validation_records()
         probabilities, labels, _ = self.predict_records("val", records, tta=tta)
         decision = choose_threshold(self.classes, probabilities, labels, method, target,

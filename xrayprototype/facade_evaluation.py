@@ -5,18 +5,13 @@ from typing import Dict, List, Optional, Tuple, Union
 from .errors import ExperimentError
 from .evaluation import (decision_record, decision_rule, image_files, prediction_result,
                          report_lines)
+from .facade_base import FacadeBase
 from .metrics import check_threshold_method, positive_index
 
 
-class EvaluationVerbs:
-    """Mixed into ``prototype``; relies on its ``_require_experiment`` and ``_say``."""
-
-    def _weights_for_prediction(self):
-        experiment = self._require_experiment()
-        if not experiment.model_ready:
-            experiment.build_model(for_inference=True)
-        experiment.load_weights("best")
-        return experiment
+class EvaluationVerbs(FacadeBase):
+    """Mixed into ``prototype``: the evaluation verbs. The best weights are loaded once
+    (``Experiment.ready_for_prediction``) and reused by every later call."""
 
     def Evaluate(self, tta: bool = False) -> Tuple[float, Dict]:
         """Accuracy (%) and Monk's per-class dict on the evaluation set; prints a clinical
@@ -33,11 +28,16 @@ class EvaluationVerbs:
             tta: test-time augmentation, the mean probability of each image and its
                 horizontal mirror image (twice the prediction time).
 
+        Returns:
+            ``(accuracy, per_class)``: the accuracy in percent, and Monk's per-class dict
+            ``{class: {"num_images", "num_correct", "accuracy"}}`` (accuracy in percent).
+            Every other figure is in ``experiment.json`` (``evaluation``).
+
         Example:
             >>> accuracy, per_class = gtf.Evaluate()
             >>> accuracy, per_class = gtf.Evaluate(tta=True)
         """
-        experiment = self._weights_for_prediction()
+        experiment = self._require_experiment()
         if experiment.eval_records is None:
             if experiment.data is None:
                 raise ExperimentError("nothing to evaluate on: call Dataset_Params(dataset_path="
@@ -50,17 +50,27 @@ class EvaluationVerbs:
 
     def Infer(self, img_name: Optional[str] = None, img_dir: Optional[str] = None,
               return_raw: bool = False, tta: bool = False) -> Union[Dict, List[Dict]]:
-        """Predict one image (``img_name``) or every image of a folder (``img_dir``).
+        """Predict one image (``img_name``) or every image of a folder (``img_dir``) with the
+        best saved weights and the decision threshold, when one is set.
 
-        Returns ``{"img_name", "predicted_class", "score", "probabilities": {class: p}}``
-        (plus ``decision_threshold`` when one decides), or a list of them sorted by name.
-        ``tta=True`` averages each image with its horizontal mirror image.
+        Args:
+            img_name: an image file.
+            img_dir: a folder whose images are all predicted. Give exactly one of the two.
+            return_raw: add ``"raw"``, the class probabilities as a list in class order.
+            tta: average each image's probabilities with its horizontal mirror image's.
+
+        Returns:
+            ``{"img_name", "predicted_class", "score", "probabilities": {class: p}}``
+            (``score``: the predicted class's probability; plus ``decision_threshold`` when
+            one decides, ``raw`` with return_raw); for ``img_dir`` a list of them, sorted by
+            file name.
 
         Example:
             >>> gtf.Infer(img_name="chest_xray/test/NORMAL/IM-0001-0001.jpeg")["predicted_class"]
+            >>> results = gtf.Infer(img_dir="chest_xray/test/PNEUMONIA", tta=True)
         """
         files = image_files(img_name, img_dir)
-        experiment = self._weights_for_prediction()
+        experiment = self._require_experiment()
         probabilities = experiment.predict_files([str(f) for f in files], tta=tta)
         results = [prediction_result(str(f), p, experiment.classes,
                                      experiment.decision_threshold, return_raw)
@@ -90,9 +100,9 @@ class EvaluationVerbs:
             >>> gtf.Prototype("Pneumonia", "resnet18", eval_infer=True)
             >>> gtf.Select_Threshold(method="sensitivity", target=0.95)["threshold"]
         """
-        positive_index(self._require_experiment().classes, positive_class)   # before any work
+        experiment = self._require_experiment()
+        positive_index(experiment.classes, positive_class)   # before any work
         check_threshold_method(method, target)
-        experiment = self._weights_for_prediction()
         decision = experiment.select_threshold(method, target, positive_class, tta)
         self._say(f"decision threshold {decision_rule(decision)} ({method}"
                   f"{f' {target}' if method == 'sensitivity' else ''}, on "
@@ -105,6 +115,11 @@ class EvaluationVerbs:
                                   positive_class: Optional[str] = None) -> None:
         """Set the two-class decision threshold by hand (``None`` goes back to the most
         probable class); saved with the experiment.
+
+        Args:
+            threshold: a probability in [0, 1]: ``positive_class`` is predicted when its
+                probability is at least this; None predicts the most probable class.
+            positive_class: default the class that is not NORMAL (else the second class).
 
         Example:
             >>> gtf.update_decision_threshold(0.4)      # PNEUMONIA when p(PNEUMONIA) >= 0.4

@@ -9,12 +9,12 @@ on every backend whose ``capabilities()`` has the mechanics (all three built-in 
 from typing import Optional, Sequence
 
 from .errors import ConfigError
+from .facade_base import FacadeBase
 from .recipes import progressive_schedule
 
 
-class RecipeVerbs:
-    """Mixed into ``prototype``; relies on its ``_config``, ``_changed``, ``_say``,
-    ``_require_experiment``, ``_check_model_name`` and ``_mode``."""
+class RecipeVerbs(FacadeBase):
+    """Mixed into ``prototype``: the training-recipe verbs."""
 
     def update_oversampling(self, enabled: bool = True) -> None:
         """Repeat minority-class training images (each repeat augmented afresh) until every
@@ -23,15 +23,13 @@ class RecipeVerbs:
         keeps the epoch length and draws it with replacement (majority images are left out at
         random). The two exclude each other.
 
+        Args:
+            enabled: True turns oversampling on, False off.
+
         Example:
             >>> gtf.update_oversampling(True)
         """
-        data = self._config().data
-        if enabled and data.weighted_sampling:
-            raise ConfigError("weighted sampling is on; oversampling is the other way of "
-                              "balancing an epoch. Call update_weighted_sampling(False) first.")
-        data.oversampling = bool(enabled)
-        self._changed()
+        self._update(data={"oversampling": enabled})
 
     def update_mixup(self, alpha: float = 0.2) -> None:
         """Mixup: each training batch is mixed with a shuffled copy of itself, images and
@@ -39,14 +37,14 @@ class RecipeVerbs:
         accuracy counts the dominant label. ``alpha=0`` turns it off. Combines with class
         weights, label smoothing and focal loss.
 
+        Args:
+            alpha: the Beta distribution's parameter, >= 0; 0.2-0.4 is usual, 0 turns mixup
+                off.
+
         Example:
             >>> gtf.update_mixup(alpha=0.2)
         """
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or alpha < 0:
-            raise ConfigError(f"mixup alpha must be a number >= 0 (0 turns mixup off), got "
-                              f"{alpha!r}; 0.2-0.4 is usual.")
-        self._config().train.mixup_alpha = float(alpha)
-        self._changed()
+        self._update(train={"mixup_alpha": alpha})
 
     def update_progressive_resizing(self, sizes: Optional[Sequence] = None,
                                     epochs: Optional[Sequence[int]] = None) -> None:
@@ -64,17 +62,15 @@ class RecipeVerbs:
         Example:
             >>> gtf.update_progressive_resizing([64, 128, 224], epochs=[2, 2, 4])
         """
-        config = self._config()
         if not sizes:
-            config.train.progressive_resizing = None
-            self._changed()
+            self._update(train={"progressive_resizing": None})
             return
         schedule = progressive_schedule(sizes, epochs)
-        config.train.progressive_resizing = schedule
-        config.train.num_epochs = sum(count for _, count in schedule)
-        self.Dataset_Params(input_size=schedule[-1][0])
+        num_epochs = sum(count for _, count in schedule)
+        self._update(train={"progressive_resizing": schedule, "num_epochs": num_epochs},
+                     data={"input_size": schedule[-1][0]})
         self._say(f"progressive resizing: {', '.join(f'{s} px x {e}' for s, e in schedule)} "
-                  f"epochs; input_size {schedule[-1][0]}, num_epochs {config.train.num_epochs}")
+                  f"epochs; input_size {schedule[-1][0]}, num_epochs {num_epochs}")
 
     def update_fine_tune(self, frozen_epochs: int = 1, base_lr_factor: float = 0.1) -> None:
         """Two stages (fastai's ``fine_tune``): the head alone for ``frozen_epochs`` epochs,
@@ -84,22 +80,20 @@ class RecipeVerbs:
         replaces ``freeze_base_network``. ``frozen_epochs=0`` gives only the discriminative
         rates; ``update_fine_tune(0, 1.0)`` turns it all off.
 
+        Args:
+            frozen_epochs: epochs of the first stage (head only), an integer >= 0; they
+                count within ``num_epochs``.
+            base_lr_factor: the base network's learning rate as a multiple (> 0) of the
+                head's; 0.1: the base learns 10x slower.
+
         Example:
             >>> gtf.update_fine_tune(frozen_epochs=1, base_lr_factor=0.1)
         """
-        if isinstance(frozen_epochs, bool) or not isinstance(frozen_epochs, int) \
-                or frozen_epochs < 0:
-            raise ConfigError(f"frozen_epochs must be an integer >= 0, got {frozen_epochs!r}.")
-        if isinstance(base_lr_factor, bool) or not isinstance(base_lr_factor, (int, float)) \
-                or base_lr_factor <= 0:
-            raise ConfigError(f"base_lr_factor must be a positive number (e.g. 0.1: the base "
-                              f"learns 10x slower than the head), got {base_lr_factor!r}.")
-        config = self._config()
-        config.train.fine_tune_frozen_epochs = frozen_epochs
-        config.optim.base_lr_factor = float(base_lr_factor)
-        if frozen_epochs:
-            config.model.freeze_base_network = False
-        self._changed()
+        changes = {"train": {"fine_tune_frozen_epochs": frozen_epochs},
+                   "optim": {"base_lr_factor": base_lr_factor}}
+        if isinstance(frozen_epochs, int) and frozen_epochs > 0:
+            changes["model"] = {"freeze_base_network": False}
+        self._update(**changes)
 
     def update_freeze_layers(self, num_layers: Optional[int]) -> None:
         """Monk's freeze_layers: the first ``num_layers`` layers of the base network that own
@@ -107,18 +101,17 @@ class RecipeVerbs:
         after them and the head train. Overrides ``freeze_base_network``; ``None`` turns it
         off. Train() says how many layers the model has when ``num_layers`` is too large.
 
+        Args:
+            num_layers: how many parameter-owning base layers stay frozen (an integer >= 0),
+                or None.
+
         Example:
             >>> gtf.update_freeze_layers(10)
         """
-        if num_layers is not None and (isinstance(num_layers, bool) or
-                                       not isinstance(num_layers, int) or num_layers < 0):
-            raise ConfigError(f"num_layers must be an integer >= 0 (or None), got "
-                              f"{num_layers!r}.")
-        model = self._config().model
-        model.freeze_layers = num_layers
+        model = {"freeze_layers": num_layers}
         if num_layers is not None:
-            model.freeze_base_network = False
-        self._changed(model=True)
+            model["freeze_base_network"] = False
+        self._update(model=model)
 
     def Find_Learning_Rate(self, start_lr: float = 1e-6, end_lr: float = 1.0,
                            num_iterations: int = 100, smoothing: float = 0.98,
@@ -131,6 +124,17 @@ class RecipeVerbs:
         descent of the smoothed loss, else the minimum's rate / 10). Apply it with
         ``update_learning_rate``.
 
+        Args:
+            start_lr: the first learning rate, > 0.
+            end_lr: the last learning rate, > start_lr.
+            num_iterations: steps (one mini-batch each) from start_lr to end_lr, >= 2.
+            smoothing: factor of the loss's exponential moving average (debiased), e.g. 0.98.
+            divergence_factor: the test stops once the smoothed loss exceeds this many times
+                its lowest value (or is not finite).
+
+        Returns:
+            The suggested learning rate (a float).
+
         Example:
             >>> lr = gtf.Find_Learning_Rate(start_lr=1e-6, end_lr=1, num_iterations=100)
             >>> gtf.update_learning_rate(lr); gtf.Train()
@@ -138,7 +142,7 @@ class RecipeVerbs:
         from .lr_finder import find_learning_rate
 
         experiment = self._require_experiment()
-        if self._mode != "train":
+        if experiment.mode != "train":
             raise ConfigError("Find_Learning_Rate trains a copy of the model's state; open the "
                               "experiment for training (no eval_infer / resume_train).")
         if not 0 < start_lr < end_lr:
@@ -147,7 +151,7 @@ class RecipeVerbs:
         if isinstance(num_iterations, bool) or not isinstance(num_iterations, int) \
                 or num_iterations < 2:
             raise ConfigError(f"num_iterations must be an integer >= 2, got {num_iterations!r}.")
-        self._check_model_name()
+        experiment.check_model_name()
         result = find_learning_rate(experiment, float(start_lr), float(end_lr), num_iterations,
                                     smoothing, divergence_factor)
         self._say(f"learning-rate range test: {len(result.learning_rates)} steps, "

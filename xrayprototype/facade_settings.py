@@ -1,89 +1,37 @@
 """The facade's setting verbs: ``Dataset_Params``, ``Model_Params``, ``Training_Params``,
 ``update_*``, ``optimizer_*``, ``lr_*``, ``loss_*`` and ``apply_*``.
 
-Every setting applies at once: it is validated, stored in the experiment's configuration
-and ``experiment.json``, and whatever it invalidates (the data split, the model) is rebuilt
+Each verb turns its arguments into one change of the configuration (``{section: {field:
+value}}``) and hands it to ``Experiment.update``, which checks every value against the tables
+of ``validation.py`` and applies all of it or none of it; the experiment's ``experiment.json``
+is saved at once, and whatever the change invalidates (the data split, the model) is rebuilt
 when next needed. ``Reload()`` exists for Monk scripts but is never required.
 """
 import warnings
-from dataclasses import replace
-from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
-from .config import DataConfig
 from .errors import ConfigError
-from .optim import LOSSES, OPTIMIZERS, SCHEDULES, checked_params
+from .facade_base import FacadeBase
 
-_DATA_KEYS = {"split": "trainval_split", "num_processors": "num_workers"}
-_RESIZE_MODES = ("stretch", "center_crop")
-_CORRUPT_POLICIES = ("skip", "error")
-
-
-def _absolute(paths):
-    """Dataset paths are stored absolute, so a later change of directory changes nothing."""
-    if isinstance(paths, (list, tuple)):
-        return [_absolute(p) for p in paths]
-    return str(Path(paths).expanduser().resolve())
+#: Monk's argument names -> DataConfig field names
+DATA_ARGUMENTS = {"split": "trainval_split", "num_processors": "num_workers"}
+#: Training_Params options Monk scripts pass that mean nothing here (logs are always saved)
+IGNORED_MONK_OPTIONS = ("intermediate_model_prefix", "save_training_logs")
 
 
-def _positive_int(value, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{what} must be a positive integer, got {value!r}.")
-    return value
+def data_changes(values: Dict[str, Any]) -> Dict[str, Any]:
+    """Dataset arguments (Monk's names accepted) as DataConfig changes; None keeps a value."""
+    return {DATA_ARGUMENTS.get(k, k): v for k, v in values.items() if v is not None}
 
 
-class SettingsVerbs:
-    """Mixed into ``prototype``; relies on its ``_require_experiment`` and ``_say``."""
+def optimizer_changes(name: str, learning_rate: float, **params) -> Dict[str, Dict]:
+    """The change ``optimizer_<name>(learning_rate, **params)`` makes."""
+    return {"optim": {"optimizer": name, "optimizer_params": params,
+                      "learning_rate": learning_rate}}
 
-    # ------------------------------------------------------------------ helpers
-    def _config(self):
-        return self._require_experiment().config
 
-    def _changed(self, data: bool = False, model: bool = False) -> None:
-        experiment = self._require_experiment()
-        if model and self._mode == "eval_infer":
-            raise ConfigError("this experiment was opened with eval_infer=True; its model is "
-                              "fixed. Use copy_from=[project, experiment] to train a variant.")
-        if data:
-            experiment.data = None
-        if model:
-            experiment.model_ready = False
-        experiment.save_state()
-
-    def _set_data(self, **values) -> None:
-        """Apply dataset settings to a copy, validate it, and only then keep it."""
-        data = replace(self._config().data)
-        for key, value in values.items():
-            if value is None:
-                continue
-            key = _DATA_KEYS.get(key, key)
-            if key in ("dataset_path", "path_to_csv"):
-                value = _absolute(value)
-            if not hasattr(data, key):
-                known = sorted(DataConfig.__dataclass_fields__)
-                raise ConfigError(f"unknown dataset option '{key}'; known options: {known}.")
-            setattr(data, key, value)
-        self._validate_data(data)
-        self._config().data = data
-
-    @staticmethod
-    def _validate_data(data: DataConfig) -> None:
-        if not 0.0 < float(data.trainval_split) < 1.0:
-            raise ConfigError(f"split (the training fraction) must be between 0 and 1, got "
-                              f"{data.trainval_split}; e.g. 0.8 keeps 20% for validation.")
-        _positive_int(data.input_size, "input_size")
-        _positive_int(data.batch_size, "batch_size")
-        _positive_int(data.num_workers, "num_processors")
-        if data.resize_mode not in _RESIZE_MODES:
-            raise ConfigError(f"resize_mode must be one of {_RESIZE_MODES}, got {data.resize_mode!r}.")
-        if data.on_corrupt not in _CORRUPT_POLICIES:
-            raise ConfigError(f"on_corrupt must be one of {_CORRUPT_POLICIES}, got {data.on_corrupt!r}.")
-        if data.class_names is not None:
-            if isinstance(data.class_names, str) or \
-                    not all(isinstance(n, str) for n in data.class_names):
-                raise ConfigError(f"class_names takes a list of names in label order, e.g. "
-                                  f"['NORMAL', 'PNEUMONIA']; got {data.class_names!r}.")
-            data.class_names = list(data.class_names)
+class SettingsVerbs(FacadeBase):
+    """Mixed into ``prototype``: the setting verbs."""
 
     # ------------------------------------------------------------------ expert-mode params
     def Dataset_Params(self, dataset_path=None, path_to_csv=None, delimiter: Optional[str] = None,
@@ -96,8 +44,13 @@ class SettingsVerbs:
             dataset_path: a folder of class sub-folders; a folder holding train/ (+ val/);
                 or a [train, val] pair. In eval_infer mode: the evaluation folder.
             path_to_csv: a CSV of ``file,label`` rows; dataset_path is then its image folder.
+            delimiter: the CSV's column separator.
             split: training fraction when no validation folder exists (seeded, stratified,
                 grouped by patient where file names give one).
+            input_size: side of the square network input, in pixels.
+            batch_size: images per step.
+            shuffle_data: shuffle the training images every epoch.
+            num_processors: decoding threads.
             options: any other DataConfig field, e.g. on_corrupt="error", resize_mode=
                 "center_crop", group_column="patientid", cache_images=False, class_names=
                 ["NORMAL", "PNEUMONIA"] (the label order of an .npz file).
@@ -108,58 +61,37 @@ class SettingsVerbs:
         Example:
             >>> gtf.Dataset_Params(dataset_path="chest_xray/train", input_size=224, batch_size=32)
         """
-        values = dict(dataset_path=dataset_path, path_to_csv=path_to_csv, delimiter=delimiter,
-                      split=split, input_size=input_size, batch_size=batch_size,
-                      shuffle_data=shuffle_data, num_processors=num_processors, **options)
-        if self._mode == "eval_infer":
-            self._set_eval_data(values)
-            return
-        self._set_data(**values)
-        self._changed(data=True)
-
-    def _set_eval_data(self, values: dict) -> None:
-        """In eval_infer mode the folder is an evaluation set; the trained experiment's own
-        configuration (and its preprocessing) stays as it was saved."""
-        fixed = [k for k in ("split", "input_size", "shuffle_data", "normalization", "resize_mode",
-                             "channels", "augmentation") if values.get(k) is not None]
-        if fixed:
-            raise ConfigError(f"{fixed} are fixed by the trained model in eval_infer mode; "
-                              "only the evaluation data (dataset_path, path_to_csv, delimiter, "
-                              "batch_size, num_processors, on_corrupt) can change.")
+        values = data_changes(dict(dataset_path=dataset_path, path_to_csv=path_to_csv,
+                                   delimiter=delimiter, split=split, input_size=input_size,
+                                   batch_size=batch_size, shuffle_data=shuffle_data,
+                                   num_processors=num_processors, **options))
         experiment = self._require_experiment()
-        eval_config = replace(experiment.eval_data_config or experiment.config.data,
-                              path_to_csv=None)
-        for key, value in values.items():
-            if value is not None:
-                key = _DATA_KEYS.get(key, key)
-                setattr(eval_config, key, _absolute(value) if key in ("dataset_path", "path_to_csv") else value)
-        self._validate_data(eval_config)
-        experiment.eval_data_config, experiment.eval_records = eval_config, None
+        if experiment.mode == "eval_infer":
+            experiment.set_evaluation_data(values)
+        else:
+            self._update(data=values)
 
     def Model_Params(self, model_name: Optional[str] = None,
                      freeze_base_network: Optional[bool] = None, use_gpu: Optional[bool] = None,
                      use_pretrained: Optional[bool] = None, model_path: Optional[str] = None,
                      dropout: Optional[float] = None) -> None:
-        """Which network and from which weights.
+        """Which network and from which weights (None keeps the current value).
+
+        Args:
+            model_name: a name of ``List_Models()``.
+            freeze_base_network: train only the new classification head.
+            use_gpu: use a GPU when the backend finds one.
+            use_pretrained: start from ImageNet weights.
+            model_path: a local weights file to start from instead (the head is new).
+            dropout: dropout probability before the head.
 
         Example:
             >>> gtf.Model_Params(model_name="densenet121", freeze_base_network=True)
         """
-        config = self._config()
-        model = replace(config.model)
-        for key, value in dict(model_name=model_name, freeze_base_network=freeze_base_network,
-                               use_gpu=use_gpu, use_pretrained=use_pretrained,
-                               model_path=model_path, dropout=dropout).items():
-            if value is not None:
-                setattr(model, key, value)
-        previous, config.model = config.model, model
-        try:
-            if model.model_name is not None:
-                self._check_model_name()
-        except ConfigError:
-            config.model = previous          # a refused setting changes nothing
-            raise
-        self._changed(model=True)
+        values = dict(model_name=model_name, freeze_base_network=freeze_base_network,
+                      use_gpu=use_gpu, use_pretrained=use_pretrained, model_path=model_path,
+                      dropout=dropout)
+        self._update(model={k: v for k, v in values.items() if v is not None})
 
     def Training_Params(self, num_epochs: Optional[int] = None,
                         display_progress: Optional[bool] = None,
@@ -168,241 +100,604 @@ class SettingsVerbs:
                         best_metric: Optional[str] = None,
                         early_stopping_patience: Optional[int] = None, seed: Optional[int] = None,
                         **monk_options) -> None:
-        """Epochs and what the loop keeps. Monk-only options (intermediate_model_prefix,
-        save_training_logs) are accepted and ignored: logs are always saved. Early stopping
-        ends training after ``early_stopping_patience`` epochs without a better
-        ``best_metric`` (0 turns it off).
+        """Epochs and what the loop keeps (None keeps the current value).
+
+        Args:
+            num_epochs: epochs to train.
+            display_progress: progress bars and the epoch table.
+            display_progress_realtime: Monk's name for display_progress (used when
+                display_progress is None).
+            save_intermediate_models: keep every epoch's model in ``models/``.
+            best_metric: which epoch's model is "best": val_accuracy, val_loss, val_roc_auc,
+                train_accuracy or train_loss.
+            early_stopping_patience: stop after that many epochs without a better
+                ``best_metric`` (0 turns early stopping off).
+            seed: seeds the split, the shuffling, augmentation and initialisation.
+            monk_options: Monk-only options (intermediate_model_prefix, save_training_logs)
+                are accepted and ignored: logs are always saved.
 
         Example:
             >>> gtf.Training_Params(num_epochs=10, best_metric="val_loss")
         """
-        train = self._config().train
-        if num_epochs is not None:
-            train.num_epochs = _positive_int(num_epochs, "num_epochs")
-        if display_progress is not None or display_progress_realtime is not None:
-            train.display_progress = bool(display_progress if display_progress is not None
-                                          else display_progress_realtime)
-        if save_intermediate_models is not None:
-            train.save_intermediate_models = bool(save_intermediate_models)
-        if best_metric is not None:
-            split, _, key = best_metric.partition("_")
-            if split not in ("val", "train") or key not in ("accuracy", "loss", "roc_auc"):
-                raise ConfigError(f"best_metric '{best_metric}' is not recorded; use one of "
-                                  "val_accuracy, val_loss, val_roc_auc, train_loss.")
-            train.best_metric = best_metric
-        if early_stopping_patience == 0:                  # 0 turns early stopping off
-            train.early_stopping_patience = None
-        elif early_stopping_patience is not None:
-            train.early_stopping_patience = _positive_int(early_stopping_patience,
-                                                          "early_stopping_patience")
-        if seed is not None:
-            train.seed = int(seed)
-        unknown = set(monk_options) - {"intermediate_model_prefix", "save_training_logs"}
+        unknown = sorted(set(monk_options) - set(IGNORED_MONK_OPTIONS))
         if unknown:
-            raise ConfigError(f"Training_Params got unknown options {sorted(unknown)}.")
-        self._changed(data=seed is not None)
+            raise ConfigError(f"Training_Params got unknown options {unknown}.")
+        display = display_progress if display_progress is not None else display_progress_realtime
+        values = dict(num_epochs=num_epochs, display_progress=display,
+                      save_intermediate_models=save_intermediate_models, best_metric=best_metric,
+                      early_stopping_patience=early_stopping_patience, seed=seed)
+        values = {k: v for k, v in values.items() if v is not None}
+        if values.get("early_stopping_patience") == 0:         # 0 turns early stopping off
+            values["early_stopping_patience"] = None
+        self._update(train=values)
 
     # ------------------------------------------------------------------ update_*
     def update_dataset(self, dataset_path=None, path_to_csv=None, delimiter=None) -> None:
+        """Change where the images are (see ``Dataset_Params``).
+
+        Args:
+            dataset_path: a folder of class sub-folders, a folder holding train/ (+ val/),
+                a [train, val] pair, or a .npz file (None keeps the current one).
+            path_to_csv: a CSV of ``file,label`` rows; dataset_path is then its image folder.
+            delimiter: the CSV's column separator.
+
+        Example:
+            >>> gtf.update_dataset(dataset_path="chest_xray/train")
+        """
         self.Dataset_Params(dataset_path=dataset_path, path_to_csv=path_to_csv, delimiter=delimiter)
 
     def update_input_size(self, input_size: int) -> None:
-        """Example: ``gtf.update_input_size(64)``."""
+        """Side of the square network input, in pixels.
+
+        Args:
+            input_size: an integer >= 1, e.g. 224.
+
+        Example:
+            >>> gtf.update_input_size(64)
+        """
         self.Dataset_Params(input_size=input_size)
 
     def update_batch_size(self, batch_size: int) -> None:
+        """Images per training step.
+
+        Args:
+            batch_size: an integer >= 1, e.g. 16.
+
+        Example:
+            >>> gtf.update_batch_size(32)
+        """
         self.Dataset_Params(batch_size=batch_size)
 
     def update_shuffle_data(self, shuffle: bool) -> None:
+        """Shuffle the training images every epoch (True) or keep their order.
+
+        Args:
+            shuffle: True or False.
+
+        Example:
+            >>> gtf.update_shuffle_data(True)
+        """
         self.Dataset_Params(shuffle_data=shuffle)
 
     def update_num_processors(self, num_processors: int) -> None:
+        """Threads that decode images.
+
+        Args:
+            num_processors: an integer >= 1.
+
+        Example:
+            >>> gtf.update_num_processors(2)
+        """
         self.Dataset_Params(num_processors=num_processors)
 
     def update_trainval_split(self, split: float) -> None:
+        """Training fraction when no validation folder exists (patient-grouped as closely
+        as the patients allow).
+
+        Args:
+            split: the training fraction, in (0, 1); 0.8 keeps 20% for validation.
+
+        Example:
+            >>> gtf.update_trainval_split(0.8)      # 20% of the images validate
+        """
         self.Dataset_Params(split=split)
 
     def update_normalization(self, normalization: str) -> None:
-        """"auto" (the model's own), "imagenet", "inception", "lite", "dataset" or "none"."""
+        """Input normalisation: "auto" (the model's own), "imagenet", "inception", "lite",
+        "dataset" (estimated on the training images) or "none". Models that normalise
+        inside the network (some Keras applications) take only "auto" or "none".
+
+        Args:
+            normalization: one of "auto", "imagenet", "inception", "lite", "dataset",
+                "none".
+
+        Example:
+            >>> gtf.update_normalization("dataset")
+        """
         self.Dataset_Params(normalization=normalization)
 
     def update_weighted_sampling(self, enabled: bool = True) -> None:
         """Draw each epoch (same length) with replacement so every class is seen equally
-        often; majority images are left out at random. See also ``update_oversampling``."""
-        if enabled and self._config().data.oversampling:
-            raise ConfigError("oversampling is on; weighted sampling is the other way of "
-                              "balancing an epoch. Call update_oversampling(False) first.")
-        self.Dataset_Params(weighted_sampling=bool(enabled))
+        often; majority images are left out at random. Excludes ``update_oversampling``.
+
+        Args:
+            enabled: True turns weighted sampling on, False off.
+
+        Example:
+            >>> gtf.update_weighted_sampling(True)
+        """
+        self._update(data={"weighted_sampling": enabled})
 
     def update_model_name(self, model_name: str) -> None:
+        """The network, by a name of ``List_Models()``.
+
+        Args:
+            model_name: a name of ``List_Models()`` for the experiment's backend.
+
+        Example:
+            >>> gtf.update_model_name("densenet121")
+        """
         self.Model_Params(model_name=model_name)
 
     def update_use_gpu(self, use_gpu: bool) -> None:
+        """Use a GPU when the backend finds one.
+
+        Args:
+            use_gpu: True uses a GPU when there is one; False trains on the CPU.
+
+        Example:
+            >>> gtf.update_use_gpu(False)
+        """
         self.Model_Params(use_gpu=use_gpu)
 
     def update_use_pretrained(self, use_pretrained: bool) -> None:
+        """Start from ImageNet weights (True) or from random ones.
+
+        Args:
+            use_pretrained: True or False.
+
+        Example:
+            >>> gtf.update_use_pretrained(False)
+        """
         self.Model_Params(use_pretrained=use_pretrained)
 
     def update_freeze_base_network(self, freeze: bool) -> None:
+        """Train only the classification head (True) or the whole network.
+
+        Args:
+            freeze: True freezes the base network, False trains all of it.
+
+        Example:
+            >>> gtf.update_freeze_base_network(False)
+        """
         self.Model_Params(freeze_base_network=freeze)
 
     def update_model_path(self, model_path: str) -> None:
+        """Start from a local weights file (its head is replaced).
+
+        Args:
+            model_path: a local weights file of the model, used instead of ImageNet
+                weights.
+
+        Example:
+            >>> gtf.update_model_path("weights/resnet18.pth")
+        """
         self.Model_Params(model_path=model_path)
 
     def update_num_epochs(self, num_epochs: int) -> None:
+        """Epochs to train.
+
+        Args:
+            num_epochs: an integer >= 1.
+
+        Example:
+            >>> gtf.update_num_epochs(10)
+        """
         self.Training_Params(num_epochs=num_epochs)
 
     def update_seed(self, seed: int) -> None:
+        """Seed of the split, shuffling, augmentation and initialisation.
+
+        Args:
+            seed: an integer >= 0.
+
+        Example:
+            >>> gtf.update_seed(1)
+        """
         self.Training_Params(seed=seed)
 
     def update_learning_rate(self, learning_rate: float) -> None:
-        if not learning_rate > 0:
-            raise ConfigError(f"learning_rate must be positive, got {learning_rate}.")
-        self._config().optim.learning_rate = float(learning_rate)
-        self._changed()
+        """The learning rate (the schedule's base rate; the head's with fine-tune stages).
+
+        Args:
+            learning_rate: a number > 0, e.g. 1e-3.
+
+        Example:
+            >>> gtf.update_learning_rate(1e-4)
+        """
+        self._update(optim={"learning_rate": learning_rate})
 
     def update_class_weights(self, class_weights="balanced") -> None:
-        """"balanced" (inverse class frequency), a list of one weight per class, or None."""
-        if class_weights not in (None, "balanced") and not isinstance(class_weights, (list, tuple)):
-            raise ConfigError("class_weights must be 'balanced', a list, or None.")
-        self._config().optim.class_weights = list(class_weights) \
-            if isinstance(class_weights, (list, tuple)) else class_weights
-        self._changed()
+        """Loss weight per class: "balanced" (inverse class frequency), a list of one
+        positive weight per class, or None.
+
+        Args:
+            class_weights: "balanced", a list of one weight > 0 per class (in class order),
+                or None (every class weighs 1).
+
+        Example:
+            >>> gtf.update_class_weights("balanced")
+        """
+        self._update(optim={"class_weights": class_weights})
 
     def update_display_progress(self, display: bool) -> None:
+        """Show progress bars and the epoch table.
+
+        Args:
+            display: True or False.
+
+        Example:
+            >>> gtf.update_display_progress(False)
+        """
         self.Training_Params(display_progress=display)
 
     def update_save_intermediate_models(self, save: bool) -> None:
+        """Keep every epoch's model in ``models/``.
+
+        Args:
+            save: True keeps them; False keeps only the best and the last model (and the
+                resume point).
+
+        Example:
+            >>> gtf.update_save_intermediate_models(True)
+        """
         self.Training_Params(save_intermediate_models=save)
 
     # ------------------------------------------------------------------ optimizer_*
-    def _set_optimizer(self, name: str, learning_rate: float, **params) -> None:
-        optim = self._config().optim
-        optim.optimizer_params = checked_params(OPTIMIZERS, "optimizer", name, params)
-        optim.optimizer = name
-        self.update_learning_rate(learning_rate)
-
     def optimizer_sgd(self, learning_rate: float, momentum: float = 0.0, weight_decay: float = 0.0):
-        """Example: ``gtf.optimizer_sgd(0.01, momentum=0.9)``."""
-        self._set_optimizer("sgd", learning_rate, momentum=momentum, weight_decay=weight_decay)
+        """Stochastic gradient descent.
+
+        Args:
+            learning_rate: the base learning rate, > 0.
+            momentum: in [0, 1); 0 is plain SGD.
+            weight_decay: L2 penalty, >= 0.
+
+        Example:
+            >>> gtf.optimizer_sgd(0.01, momentum=0.9)
+        """
+        self._update(**optimizer_changes("sgd", learning_rate, momentum=momentum,
+                                         weight_decay=weight_decay))
 
     def optimizer_nesterov_sgd(self, learning_rate: float, momentum: float = 0.9,
                                weight_decay: float = 0.0):
-        self._set_optimizer("nesterov_sgd", learning_rate, momentum=momentum,
-                            weight_decay=weight_decay)
+        """SGD with Nesterov momentum.
+
+        Args:
+            learning_rate: the base learning rate, > 0.
+            momentum: in [0, 1).
+            weight_decay: L2 penalty, >= 0.
+
+        Example:
+            >>> gtf.optimizer_nesterov_sgd(0.01, momentum=0.9)
+        """
+        self._update(**optimizer_changes("nesterov_sgd", learning_rate, momentum=momentum,
+                                         weight_decay=weight_decay))
 
     def optimizer_rmsprop(self, learning_rate: float, decay_rate: float = 0.99,
                           momentum: float = 0.0, epsilon: float = 1e-8, weight_decay: float = 0.0):
-        self._set_optimizer("rmsprop", learning_rate, decay_rate=decay_rate, momentum=momentum,
-                            epsilon=epsilon, weight_decay=weight_decay)
+        """RMSprop.
+
+        Args:
+            learning_rate: the base learning rate, > 0.
+            decay_rate: smoothing of the squared gradients, in [0, 1).
+            momentum: in [0, 1).
+            epsilon: added to the denominator for stability, > 0.
+            weight_decay: L2 penalty, >= 0.
+
+        Example:
+            >>> gtf.optimizer_rmsprop(1e-3)
+        """
+        self._update(**optimizer_changes("rmsprop", learning_rate, decay_rate=decay_rate,
+                                         momentum=momentum, epsilon=epsilon,
+                                         weight_decay=weight_decay))
 
     def optimizer_adam(self, learning_rate: float, beta1: float = 0.9, beta2: float = 0.999,
                        epsilon: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False):
-        """Example: ``gtf.optimizer_adam(1e-3)``."""
-        self._set_optimizer("adam", learning_rate, beta1=beta1, beta2=beta2, epsilon=epsilon,
-                            weight_decay=weight_decay, amsgrad=amsgrad)
+        """Adam (``amsgrad=True``: AMSGrad).
+
+        Args:
+            learning_rate: the base learning rate, > 0.
+            beta1: decay of the gradient's running mean, in [0, 1).
+            beta2: decay of the squared gradient's running mean, in [0, 1).
+            epsilon: added to the denominator for stability, > 0.
+            weight_decay: L2 penalty, >= 0.
+            amsgrad: use the AMSGrad variant.
+
+        Example:
+            >>> gtf.optimizer_adam(1e-3)
+        """
+        self._update(**optimizer_changes("adam", learning_rate, beta1=beta1, beta2=beta2,
+                                         epsilon=epsilon, weight_decay=weight_decay,
+                                         amsgrad=amsgrad))
 
     def optimizer_adamw(self, learning_rate: float, beta1: float = 0.9, beta2: float = 0.999,
                         epsilon: float = 1e-8, weight_decay: float = 0.01):
-        self._set_optimizer("adamw", learning_rate, beta1=beta1, beta2=beta2, epsilon=epsilon,
-                            weight_decay=weight_decay)
+        """AdamW (decoupled weight decay).
+
+        Args:
+            learning_rate: the base learning rate, > 0.
+            beta1: decay of the gradient's running mean, in [0, 1).
+            beta2: decay of the squared gradient's running mean, in [0, 1).
+            epsilon: added to the denominator for stability, > 0.
+            weight_decay: decoupled weight decay, >= 0.
+
+        Example:
+            >>> gtf.optimizer_adamw(1e-3, weight_decay=0.01)
+        """
+        self._update(**optimizer_changes("adamw", learning_rate, beta1=beta1, beta2=beta2,
+                                         epsilon=epsilon, weight_decay=weight_decay))
 
     def optimizer_adamax(self, learning_rate: float, beta1: float = 0.9, beta2: float = 0.999,
                          epsilon: float = 1e-8, weight_decay: float = 0.0):
-        self._set_optimizer("adamax", learning_rate, beta1=beta1, beta2=beta2, epsilon=epsilon,
-                            weight_decay=weight_decay)
+        """Adamax (Adam with the infinity norm).
+
+        Args:
+            learning_rate: the base learning rate, > 0.
+            beta1: decay of the gradient's running mean, in [0, 1).
+            beta2: decay of the infinity norm's running maximum, in [0, 1).
+            epsilon: added to the denominator for stability, > 0.
+            weight_decay: L2 penalty, >= 0.
+
+        Example:
+            >>> gtf.optimizer_adamax(2e-3)
+        """
+        self._update(**optimizer_changes("adamax", learning_rate, beta1=beta1, beta2=beta2,
+                                         epsilon=epsilon, weight_decay=weight_decay))
 
     def optimizer_adagrad(self, learning_rate: float, epsilon: float = 1e-10,
                           weight_decay: float = 0.0):
-        self._set_optimizer("adagrad", learning_rate, epsilon=epsilon, weight_decay=weight_decay)
+        """Adagrad.
+
+        Args:
+            learning_rate: the base learning rate, > 0.
+            epsilon: added to the denominator for stability, > 0.
+            weight_decay: L2 penalty, >= 0.
+
+        Example:
+            >>> gtf.optimizer_adagrad(1e-2)
+        """
+        self._update(**optimizer_changes("adagrad", learning_rate, epsilon=epsilon,
+                                         weight_decay=weight_decay))
 
     def optimizer_adadelta(self, learning_rate: float = 1.0, rho: float = 0.9,
                            epsilon: float = 1e-6, weight_decay: float = 0.0):
-        self._set_optimizer("adadelta", learning_rate, rho=rho, epsilon=epsilon,
-                            weight_decay=weight_decay)
+        """Adadelta.
+
+        Args:
+            learning_rate: the base learning rate, > 0 (1.0 is usual).
+            rho: decay of the running averages, in [0, 1).
+            epsilon: added to the denominator for stability, > 0.
+            weight_decay: L2 penalty, >= 0.
+
+        Example:
+            >>> gtf.optimizer_adadelta(1.0, rho=0.9)
+        """
+        self._update(**optimizer_changes("adadelta", learning_rate, rho=rho, epsilon=epsilon,
+                                         weight_decay=weight_decay))
 
     # ------------------------------------------------------------------ lr_*
     def _set_schedule(self, name: str, **params) -> None:
-        optim = self._config().optim
-        optim.schedule_params = checked_params(SCHEDULES, "learning-rate schedule", name, params)
-        optim.schedule = name
-        self._changed()
+        self._update(optim={"schedule": name, "schedule_params": params})
 
     def lr_fixed(self):
+        """The same learning rate for every step.
+
+        Example:
+            >>> gtf.lr_fixed()
+        """
         self._set_schedule("fixed")
 
     def lr_step_decrease(self, step_size: int, gamma: float = 0.1):
-        """Multiply the rate by ``gamma`` every ``step_size`` epochs."""
-        self._set_schedule("step_decrease", step_size=_positive_int(step_size, "step_size"),
-                           gamma=gamma)
+        """Multiply the rate by ``gamma`` every ``step_size`` epochs.
+
+        Args:
+            step_size: epochs between decreases, an integer >= 1.
+            gamma: the factor, > 0.
+
+        Example:
+            >>> gtf.lr_step_decrease(2, gamma=0.1)
+        """
+        self._set_schedule("step_decrease", step_size=step_size, gamma=gamma)
 
     def lr_multistep_decrease(self, milestones: Sequence[int], gamma: float = 0.1):
-        self._set_schedule("multistep_decrease", milestones=sorted(int(m) for m in milestones),
-                           gamma=gamma)
+        """Multiply the rate by ``gamma`` at each epoch of ``milestones``.
+
+        Args:
+            milestones: epochs (0-based integers >= 1) from which the rate is multiplied
+                once more.
+            gamma: the factor, > 0.
+
+        Example:
+            >>> gtf.lr_multistep_decrease([3, 6], gamma=0.1)
+        """
+        self._set_schedule("multistep_decrease", milestones=sorted(milestones), gamma=gamma)
 
     def lr_exponential_decrease(self, gamma: float = 0.9):
+        """Multiply the rate by ``gamma`` every epoch.
+
+        Args:
+            gamma: the factor, > 0.
+
+        Example:
+            >>> gtf.lr_exponential_decrease(0.9)
+        """
         self._set_schedule("exponential_decrease", gamma=gamma)
 
     def lr_plateau_decrease(self, factor: float = 0.1, patience: int = 2, threshold: float = 1e-4,
                             min_lr: float = 0.0):
-        """Multiply the rate by ``factor`` when validation loss stalls ``patience`` epochs."""
+        """Multiply the rate by ``factor`` when validation loss stalls ``patience`` epochs.
+
+        Args:
+            factor: in (0, 1).
+            patience: epochs without improvement tolerated (an integer >= 0); the rate
+                drops at the next one.
+            threshold: the least decrease of the validation loss that counts as an
+                improvement, >= 0.
+            min_lr: the rate never goes below this, >= 0.
+
+        Example:
+            >>> gtf.lr_plateau_decrease(factor=0.1, patience=2)
+        """
         self._set_schedule("plateau_decrease", factor=factor, patience=patience,
                            threshold=threshold, min_lr=min_lr)
 
     def lr_cosine(self, eta_min: float = 0.0, warmup_epochs: int = 0):
+        """Cosine annealing to ``eta_min``, after ``warmup_epochs`` of linear warm-up.
+
+        Args:
+            eta_min: the final learning rate, >= 0.
+            warmup_epochs: epochs of linear warm-up to the learning rate, an integer >= 0.
+
+        Example:
+            >>> gtf.lr_cosine(warmup_epochs=1)
+        """
         self._set_schedule("cosine", eta_min=eta_min, warmup_epochs=warmup_epochs)
 
     def lr_onecycle(self, max_lr: Optional[float] = None, pct_start: float = 0.3,
                     div_factor: float = 25.0, final_div_factor: float = 1e4):
-        """One-cycle: warm up to ``max_lr`` (default: the learning rate), then anneal."""
+        """One-cycle: warm up to ``max_lr`` (default: the learning rate), then anneal.
+
+        Args:
+            max_lr: the peak rate, > 0; None takes the learning rate.
+            pct_start: the fraction of all steps spent rising, in (0, 1).
+            div_factor: the first rate is ``max_lr / div_factor``, > 0.
+            final_div_factor: the last rate is the first one / ``final_div_factor``, > 0.
+
+        Example:
+            >>> gtf.lr_onecycle(max_lr=1e-3)
+        """
         self._set_schedule("onecycle", max_lr=max_lr, pct_start=pct_start,
                            div_factor=div_factor, final_div_factor=final_div_factor)
 
     # ------------------------------------------------------------------ loss_*
     def _set_loss(self, name: str, class_weights=None, **params) -> None:
-        optim = self._config().optim
-        optim.loss_params = checked_params(LOSSES, "loss", name, params)
-        optim.loss = name
+        optim = {"loss": name, "loss_params": params}
         if class_weights is not None:
-            self.update_class_weights(class_weights)
-        self._changed()
+            optim["class_weights"] = class_weights
+        self._update(optim=optim)
 
     def loss_softmax_crossentropy(self, label_smoothing: float = 0.0, class_weights=None):
-        """Example: ``gtf.loss_softmax_crossentropy(label_smoothing=0.1, class_weights="balanced")``."""
+        """Cross-entropy of the softmax.
+
+        Args:
+            label_smoothing: in [0, 1); 0.1 is usual.
+            class_weights: as ``update_class_weights`` (None keeps the current ones).
+
+        Example:
+            >>> gtf.loss_softmax_crossentropy(label_smoothing=0.1, class_weights="balanced")
+        """
         self._set_loss("softmax_crossentropy", class_weights, label_smoothing=label_smoothing)
 
     def loss_focal(self, gamma: float = 2.0, alpha: Optional[List[float]] = None,
                    label_smoothing: float = 0.0, class_weights=None):
-        """Focal loss ``(1 - p_t)^gamma * CE``; ``alpha``: one weight per class (or a scalar)."""
+        """Focal loss ``(1 - p_t)^gamma * CE``.
+
+        Args:
+            gamma: focusing power >= 0 (0 is cross-entropy).
+            alpha: one weight per class (or a scalar), > 0; None: no alpha weighting.
+            label_smoothing: in [0, 1).
+            class_weights: as ``update_class_weights`` (None keeps the current ones).
+
+        Example:
+            >>> gtf.loss_focal(gamma=2.0)
+        """
         self._set_loss("focal", class_weights, gamma=gamma, alpha=alpha,
                        label_smoothing=label_smoothing)
 
     # ------------------------------------------------------------------ apply_* (augmentation)
-    def _augment(self, name: str, value: float, train: bool = True, val: bool = False) -> None:
+    def _augment(self, values: Dict[str, float], train: bool = True, val: bool = False) -> None:
         if val:
             warnings.warn("validation images are never augmented; val=True is ignored.",
                           stacklevel=3)
-        setattr(self._config().data.augmentation, name, float(value) if train else 0.0)
-        self._changed()
+        self._update(data={"augmentation": {k: v if train else 0.0 for k, v in values.items()}})
 
     def apply_random_horizontal_flip(self, probability: float = 0.5, train: bool = True,
                                      val: bool = False):
-        """Example: ``gtf.apply_random_horizontal_flip(0.5)``."""
-        self._augment("horizontal_flip", probability, train, val)
+        """Mirror training images left-right with ``probability``.
+
+        Args:
+            probability: in [0, 1].
+            train: True applies it to training images; False turns it off.
+            val: ignored with a warning (validation images are never augmented).
+
+        Example:
+            >>> gtf.apply_random_horizontal_flip(0.5)
+        """
+        self._augment({"horizontal_flip": probability}, train, val)
 
     def apply_random_rotation(self, degrees: float = 10.0, train: bool = True, val: bool = False):
-        self._augment("rotation", degrees, train, val)
+        """Rotate training images by up to ``degrees`` either way.
+
+        Args:
+            degrees: in [0, 180].
+            train: True applies it to training images; False turns it off.
+            val: ignored with a warning (validation images are never augmented).
+
+        Example:
+            >>> gtf.apply_random_rotation(10)
+        """
+        self._augment({"rotation": degrees}, train, val)
 
     def apply_random_shift(self, fraction: float = 0.1, train: bool = True, val: bool = False):
-        self._augment("shift", fraction, train, val)
+        """Shift training images by up to ``fraction`` of their size either way.
+
+        Args:
+            fraction: in [0, 1].
+            train: True applies it to training images; False turns it off.
+            val: ignored with a warning (validation images are never augmented).
+
+        Example:
+            >>> gtf.apply_random_shift(0.1)
+        """
+        self._augment({"shift": fraction}, train, val)
 
     def apply_random_shear(self, degrees: float = 10.0, train: bool = True, val: bool = False):
-        self._augment("shear", degrees, train, val)
+        """Shear training images by up to ``degrees`` either way.
+
+        Args:
+            degrees: in [0, 90].
+            train: True applies it to training images; False turns it off.
+            val: ignored with a warning (validation images are never augmented).
+
+        Example:
+            >>> gtf.apply_random_shear(10)
+        """
+        self._augment({"shear": degrees}, train, val)
 
     def apply_random_zoom(self, fraction: float = 0.1, train: bool = True, val: bool = False):
-        self._augment("zoom", fraction, train, val)
+        """Zoom training images by up to ``fraction`` either way (0.1: 0.9x to 1.1x).
+
+        Args:
+            fraction: in [0, 1).
+            train: True applies it to training images; False turns it off.
+            val: ignored with a warning (validation images are never augmented).
+
+        Example:
+            >>> gtf.apply_random_zoom(0.1)
+        """
+        self._augment({"zoom": fraction}, train, val)
 
     def apply_random_brightness_contrast(self, brightness: float = 0.1, contrast: float = 0.1,
                                          train: bool = True, val: bool = False):
-        self._augment("brightness", brightness, train, val)
-        self._augment("contrast", contrast, train, val)
+        """Change training images' brightness and contrast by up to these fractions.
+
+        Args:
+            brightness: the largest relative brightness change, in [0, 1].
+            contrast: the largest relative contrast change, in [0, 1].
+            train: True applies it to training images; False turns it off.
+            val: ignored with a warning (validation images are never augmented).
+
+        Example:
+            >>> gtf.apply_random_brightness_contrast(0.1, 0.1)
+        """
+        self._augment({"brightness": brightness, "contrast": contrast}, train, val)

@@ -128,14 +128,16 @@ def find_learning_rate(experiment, start_lr: float, end_lr: float, num_iteration
     """Run the range test on ``experiment``'s training data from its current model (built
     fresh when there is none), as its first epoch would train (size, frozen layers, mixup);
     restore the weights, save the plot and the curve in the state."""
-    plan = experiment.training_plan()
+    from .training import TrainingRun
+
+    run = TrainingRun(experiment)                  # the plan, checked against the backend
     if experiment.data is None:
         experiment.load_data()
     if not experiment.model_ready:
         experiment.build_model()
     backend, train = experiment.backend, experiment.config.train
-    experiment.enter_stage(plan, 0)
-    loader = experiment.epoch_setup(plan, 0).train_loader
+    run.enter_stage(0)
+    loader = run.epoch_setup(0).train_loader
     batches = _endless(loader, train.seed, train.mixup_alpha, len(experiment.classes))
     snapshot = backend.snapshot_weights()
     try:

@@ -7,14 +7,11 @@ Example:
     >>> gtf.Default(dataset_path="chest_xray/train", model_name="resnet18", num_epochs=5)
     >>> gtf.Train()
 """
-import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 
-from . import state as st
-from .backend import (DEFAULT_BACKEND, REGISTRY, canonical_backend_name, get_backend_class,
-                      install_command, is_installed)
-from .config import ExperimentConfig
+from .backend import REGISTRY, canonical_backend_name, get_backend_class, install_command, \
+    is_installed
 from .errors import BackendUnavailableError, ConfigError, ExperimentError
 from .experiment import Experiment
 from .facade_analysis import AnalysisVerbs
@@ -37,7 +34,6 @@ class prototype(SettingsVerbs, RecipeVerbs, EvaluationVerbs, AnalysisVerbs):  # 
         self.verbose = verbose
         self.workspace_root = resolve_root(workspace)
         self.experiment: Optional[Experiment] = None
-        self._mode = "train"        # train | eval_infer | resume
 
     # ------------------------------------------------------------------ opening
     def Prototype(self, project_name: str, experiment_name: str, backend: Optional[str] = None,
@@ -46,103 +42,61 @@ class prototype(SettingsVerbs, RecipeVerbs, EvaluationVerbs, AnalysisVerbs):  # 
         """Create or open ``workspace/<project_name>/<experiment_name>``.
 
         Args:
-            backend: "pytorch" (default), "gluon" or "keras"; reopened experiments keep theirs.
+            project_name: the project folder of the workspace, e.g. "Pneumonia".
+            experiment_name: the experiment folder inside it; an existing experiment is opened
+                with its saved settings (nothing it holds is deleted).
+            backend: "pytorch" (default), "gluon" or "keras". Left out, an existing
+                experiment keeps its own; with eval_infer / resume_train it must be the
+                experiment's own (a trained model belongs to its framework).
             eval_infer: open a trained experiment for Evaluate / Infer (saved settings and
                 best weights are loaded).
             resume_train: continue an interrupted run from its last completed epoch.
             copy_from: ``[project, experiment]`` whose settings the new experiment starts from.
 
         Example:
-            >>> gtf.Prototype("Pneumonia", "resnet18", eval_infer=True)
+            >>> gtf.Prototype("Pneumonia", "resnet18", backend="pytorch")   # to train
+            >>> gtf.Prototype("Pneumonia", "resnet18", eval_infer=True)     # to evaluate / infer
+            >>> gtf.Prototype("Pneumonia", "resnet18-sgd", copy_from=["Pneumonia", "resnet18"])
         """
         if eval_infer and resume_train:
             raise ConfigError("choose eval_infer=True (evaluate / infer) or resume_train=True "
                               "(continue training), not both.")
         paths = ExperimentPaths(self.workspace_root, project_name, experiment_name)
+        if copy_from is not None and len(copy_from) != 2:
+            raise ConfigError("copy_from takes [project_name, experiment_name].")
+        self.experiment = None
         if eval_infer or resume_train:
-            experiment = self._reopen(paths, backend, "eval_infer" if eval_infer else "resume")
+            experiment = Experiment.open(paths, "eval_infer" if eval_infer else "resume",
+                                         backend, report=self._say)
         else:
-            experiment = self._create(paths, backend, copy_from)
+            source = ExperimentPaths(self.workspace_root, *copy_from) if copy_from else None
+            experiment = Experiment.create(paths, backend, source, report=self._say)
         self.experiment = experiment
         experiment.show_progress = bool(self.verbose)
         paths.logs.mkdir(parents=True, exist_ok=True)
         self._say(f"experiment {paths.project}/{paths.experiment} ({experiment.backend_name}, "
-                  f"{self._mode}) at {paths.dir}")
-        if self._mode == "eval_infer":
-            experiment.build_model(for_inference=True)
-            experiment.load_weights("best")
-
-    def _create(self, paths: ExperimentPaths, backend: Optional[str], copy_from) -> Experiment:
-        self._mode = "train"
-        state = st.read_state(paths.state_file) if paths.exists() else None
-        if state is not None:
-            config = ExperimentConfig.from_dict(state["config"])
-            backend_name = canonical_backend_name(backend or state["backend"])
-            state["backend"] = backend_name
-        else:
-            config, backend_name = ExperimentConfig(), canonical_backend_name(backend or DEFAULT_BACKEND)
-            state = st.new_state(paths.project, paths.experiment, backend_name)
-        if copy_from:
-            if len(copy_from) != 2:
-                raise ConfigError("copy_from takes [project_name, experiment_name].")
-            source = ExperimentPaths(self.workspace_root, copy_from[0], copy_from[1])
-            if not source.exists():
-                raise ExperimentError(f"copy_from: no experiment at {source.dir}.")
-            source_state = st.read_state(source.state_file)
-            config = ExperimentConfig.from_dict(source_state["config"])
-            backend_name = canonical_backend_name(backend or source_state["backend"])
-            state.update(backend=backend_name, copied_from=list(copy_from))
-        experiment = Experiment(paths, backend_name, config, state, self._say)
-        experiment.open_backend()
-        experiment.save_state()
-        return experiment
-
-    def _reopen(self, paths: ExperimentPaths, backend: Optional[str], mode: str) -> Experiment:
-        if not paths.exists():
-            project = paths.root / paths.project
-            known = sorted(p.name for p in project.iterdir() if (p / "experiment.json").exists()) \
-                if project.is_dir() else []
-            raise ExperimentError(
-                f"no experiment '{paths.experiment}' in project '{paths.project}' under "
-                f"{paths.root} (experiments there: {known or 'none'}); check the names and the "
-                "workspace= argument, or train it first.")
-        state = st.read_state(paths.state_file)
-        if backend and canonical_backend_name(backend) != state["backend"]:
-            raise ConfigError(f"experiment {paths.experiment} was trained with backend "
-                              f"'{state['backend']}'; leave backend out to use it.")
-        completed = (state.get("training", {}).get("progress") or {}).get("epoch_completed", 0)
-        if mode == "eval_infer" and not completed:
-            raise ExperimentError(f"experiment {paths.experiment} has no trained model yet "
-                                  f"(status '{state['status']}'); run Train() first.")
-        if mode == "resume" and not completed:
-            raise ExperimentError(f"experiment {paths.experiment} has no completed epoch to "
-                                  "resume from; open it without resume_train and Train().")
-        self._mode = mode
-        experiment = Experiment(paths, state["backend"], ExperimentConfig.from_dict(state["config"]),
-                                state, self._say)
-        experiment.open_backend()
-        return experiment
-
-    def _say(self, text: str) -> None:
-        """Print (when verbose) and append to the open experiment's ``logs/run.log``."""
-        if self.verbose:
-            print(text, flush=True)
-        if self.experiment is not None and self.experiment.paths.logs.is_dir():
-            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-            with open(self.experiment.paths.run_log, "a", encoding="utf-8") as log:
-                log.write(f"{stamp} {text}\n")
-
-    def _require_experiment(self) -> Experiment:
-        if self.experiment is None:
-            raise ExperimentError("no experiment is open; call Prototype(project, experiment) "
-                                  "first.")
-        return self.experiment
+                  f"{experiment.mode}) at {paths.dir}")
+        if experiment.mode == "eval_infer":
+            experiment.ready_for_prediction()
 
     # ------------------------------------------------------------------ quick mode
     def Default(self, dataset_path=None, model_name: str = "resnet18",
                 freeze_base_network: bool = True, num_epochs: int = 10, path_to_csv=None,
                 use_pretrained: bool = True, delimiter: str = ",", **dataset_options) -> None:
-        """Quick mode: data set, model and epochs in one call (then ``Train()``).
+        """Quick mode: data set, model and epochs in one call (then ``Train()``); the data
+        set is read and split at once (``Dataset()``).
+
+        Args:
+            dataset_path: as ``Dataset_Params``: a folder of class sub-folders, a folder
+                holding train/ (+ val/), a [train, val] pair, or a MedMNIST-style .npz file.
+            model_name: a name of ``List_Models()``.
+            freeze_base_network: train only the new classification head.
+            num_epochs: epochs to train.
+            path_to_csv: a CSV of ``file,label`` rows; dataset_path is then its image folder.
+            use_pretrained: start from ImageNet weights.
+            delimiter: the CSV's column separator.
+            dataset_options: any other ``Dataset_Params`` argument, e.g. split=0.8,
+                input_size=224, batch_size=32.
 
         Example:
             >>> gtf.Default(dataset_path="chest_xray/train", model_name="resnet18", num_epochs=5)
@@ -156,12 +110,23 @@ class prototype(SettingsVerbs, RecipeVerbs, EvaluationVerbs, AnalysisVerbs):  # 
 
     # ------------------------------------------------------------------ expert mode
     def Dataset(self) -> Dict:
-        """Find and split the images set by ``Dataset_Params``; print a summary.
+        """Find and split the images set by ``Dataset_Params``; print a summary (saved in
+        ``experiment.json`` as ``dataset``).
 
         In ``eval_infer`` mode the folder is read whole, as the evaluation set.
+
+        Returns:
+            The data summary, ``{"classes", "num_train", "num_val", "train_class_counts",
+            "val_class_counts", "val_source", "train_origin", "val_origin",
+            "num_train_patients", "num_val_patients"}``; in eval_infer mode the evaluation
+            set's class counts, ``{class: number of images}``.
+
+        Example:
+            >>> gtf.Dataset_Params(dataset_path="chest_xray/train", split=0.8)
+            >>> gtf.Dataset()["val_class_counts"]
         """
         experiment = self._require_experiment()
-        if self._mode == "eval_infer":
+        if experiment.mode == "eval_infer":
             records = experiment.load_eval_data()
             self._say(f"evaluation set: {len(records)} images {records.class_counts()}")
             return records.class_counts()
@@ -174,29 +139,56 @@ class prototype(SettingsVerbs, RecipeVerbs, EvaluationVerbs, AnalysisVerbs):  # 
         return summary
 
     def Model(self) -> Dict:
-        """Build the network now (``Train`` builds it when needed)."""
+        """Build the network now (``Train`` builds it when needed) and print its size. For
+        training, the data set is read first when it has not been; in eval_infer mode the
+        best saved weights are loaded.
+
+        Returns:
+            ``{"num_parameters", "trainable_parameters", "device"}``; in eval_infer mode
+            everything ``experiment.json`` holds about the model (``model``), these included.
+
+        Example:
+            >>> gtf.Model()["trainable_parameters"]
+        """
         experiment = self._require_experiment()
-        if experiment.data is None and self._mode != "eval_infer":
-            self.Dataset()
-        info = experiment.build_model(for_inference=self._mode != "train")
-        if self._mode == "eval_infer":
-            experiment.load_weights("best")
+        if experiment.mode == "eval_infer":
+            experiment.ready_for_prediction()
+            info = experiment.state["model"]
+        else:
+            if experiment.data is None:
+                self.Dataset()
+            info = experiment.build_model(for_inference=experiment.mode != "train")
         self._say(f"model {experiment.config.model.model_name}: {info['num_parameters']:,} "
                   f"parameters, {info['trainable_parameters']:,} trainable, on {info['device']}")
         return info
 
     def Train(self) -> Dict:
-        """Train (or, after ``resume_train=True``, continue); returns the training summary."""
+        """Train (or, after ``resume_train=True``, continue the interrupted run from its last
+        completed epoch); the data set is read first when it has not been. Models, logs and
+        the summary are saved in the experiment's folder. An experiment opened with
+        ``eval_infer=True`` does not train.
+
+        Returns:
+            The training summary (also saved as ``summary`` in ``experiment.json``):
+            ``best_metric``, ``best_value``, ``best_epoch``, ``epochs_completed``,
+            ``best_val_accuracy``, ``best_val_loss``, ``best_val_roc_auc``,
+            ``best_input_size``, ``final_input_size``, ``final_train_accuracy``,
+            ``final_train_loss``, ``train_time_s``, ``seconds_per_epoch``,
+            ``train_images_per_s``, ``peak_rss_bytes`` and ``peak_gpu_bytes`` (None when
+            not measured).
+
+        Example:
+            >>> summary = gtf.Train()
+            >>> summary["best_epoch"], summary["best_val_accuracy"]
+        """
         experiment = self._require_experiment()
-        if self._mode == "eval_infer":
+        if experiment.mode == "eval_infer":
             raise ExperimentError("this experiment was opened with eval_infer=True; open it with "
                                   "resume_train=True to train more, or copy_from to start anew.")
-        self._check_model_name()
-        resume = self._mode == "resume"
-        if experiment.data is None and not resume:
+        experiment.check_model_name()           # before reading the data
+        if experiment.data is None and experiment.mode != "resume":
             self.Dataset()        # (re)read with the current settings, and say what was read
-        summary = experiment.train(resume=resume)
-        self._mode = "train"
+        summary = experiment.train()
         self._say(f"best {summary['best_metric']} {summary['best_value']:.4f} at epoch "
                   f"{summary['best_epoch']}; {summary['train_time_s']:.1f} s; saved in "
                   f"{experiment.paths.dir}")
@@ -204,7 +196,17 @@ class prototype(SettingsVerbs, RecipeVerbs, EvaluationVerbs, AnalysisVerbs):  # 
 
     # ------------------------------------------------------------------ information
     def Summary(self) -> Dict:
-        """Print and return the experiment's state (configuration, data, model, results)."""
+        """Print and return the experiment's state (configuration, data, model, results).
+
+        Returns:
+            The state as saved in ``experiment.json``: ``project``, ``experiment``,
+            ``backend``, ``status``, ``config``, ``classes``, ``dataset``, ``model``,
+            ``training``, ``summary`` (see ``Train``), ``evaluation`` (see ``Evaluate``) ...
+
+        Example:
+            >>> state = gtf.Summary()
+            >>> state["status"], state["summary"].get("best_val_accuracy")
+        """
         experiment = self._require_experiment()
         state = experiment.state
         self._say(f"project {state['project']} / experiment {state['experiment']} "
@@ -215,7 +217,19 @@ class prototype(SettingsVerbs, RecipeVerbs, EvaluationVerbs, AnalysisVerbs):  # 
         return state
 
     def List_Models(self, backend: Optional[str] = None) -> Dict[str, List[str]]:
-        """Canonical model names per installed backend (or of ``backend``)."""
+        """Canonical model names per installed backend (or of ``backend``); a backend that is
+        not installed is reported with the ``pip install`` command it needs.
+
+        Args:
+            backend: "pytorch", "gluon" or "keras" (or an alias such as "torch"); None lists
+                every installed backend.
+
+        Returns:
+            ``{backend: sorted model names}``, for the installed backends only.
+
+        Example:
+            >>> "resnet18" in gtf.List_Models("pytorch")["pytorch"]
+        """
         names = [canonical_backend_name(backend)] if backend else list(REGISTRY)
         table = {}
         for name in names:
@@ -232,14 +246,30 @@ class prototype(SettingsVerbs, RecipeVerbs, EvaluationVerbs, AnalysisVerbs):  # 
 
     def Reload(self) -> None:
         """Rebuild data and model from the current settings (update_* already apply lazily;
-        this exists so that Monk scripts run unchanged)."""
+        this exists so that Monk scripts run unchanged). The data set is read again now
+        (except in eval_infer mode), the model when next needed.
+
+        Example:
+            >>> gtf.update_input_size(128)
+            >>> gtf.Reload()
+        """
         experiment = self._require_experiment()
         experiment.data, experiment.model_ready = None, False
-        if self._mode != "eval_infer":
+        if experiment.mode != "eval_infer":
             self.Dataset()
 
     def EDA(self) -> Dict:
-        """Class counts and image sizes of the training data (a sample of 200 images)."""
+        """Class counts and image sizes of the training data; each figure is printed. Sizes
+        are read from an evenly spaced sample: every image of a set under 400, else 200 to
+        400 of them.
+
+        Returns:
+            ``Dataset()``'s summary (classes, class counts, split sizes, patients ...) plus
+            ``"image_sizes_sampled"``: ``{"<width>x<height> <mode>": number of images}``.
+
+        Example:
+            >>> gtf.EDA()["image_sizes_sampled"]
+        """
         from .data.dataset import sampled_image_sizes
 
         experiment = self._require_experiment()
@@ -248,18 +278,3 @@ class prototype(SettingsVerbs, RecipeVerbs, EvaluationVerbs, AnalysisVerbs):  # 
         for key, value in report.items():
             self._say(f"{key}: {value}")
         return report
-
-    def _check_model_name(self) -> None:
-        experiment = self._require_experiment()
-        name = experiment.config.model.model_name
-        if name is None:
-            raise ConfigError("no model chosen; call Model_Params(model_name='resnet18') or "
-                              "Default(..., model_name=...). See List_Models().")
-        capabilities = experiment.open_backend().capabilities()
-        prefix = capabilities.native_model_prefix
-        if name in capabilities.models or (prefix and str(name).startswith(prefix)):
-            return
-        from .errors import unknown_name
-        raise unknown_name("model", name, capabilities.models,
-                           f"backend '{experiment.backend_name}'",
-                           "See prototype.List_Models().")

@@ -101,7 +101,8 @@ class Stage:
 
 class TrainingPlan:
     """Epoch -> input size and frozen layers; deterministic, so ``resume_train`` needs only
-    the epoch counter. Inconsistent settings raise ConfigError here, before any training."""
+    the epoch counter. Settings inconsistent with each other or with the backend raise
+    ConfigError here, before any training."""
 
     def __init__(self, config: ExperimentConfig):
         data, model, optim, train = config.data, config.model, config.optim, config.train
@@ -113,18 +114,11 @@ class TrainingPlan:
         self.freeze_base_network = bool(model.freeze_base_network)
         self.base_lr_factor = float(optim.base_lr_factor)
         self.mixup_alpha = float(train.mixup_alpha or 0.0)
-        self._validate(data)
+        self._validate()
 
-    def _validate(self, data) -> None:
-        if data.weighted_sampling and data.oversampling:
-            raise ConfigError("weighted sampling and oversampling are two ways of balancing an "
-                              "epoch; choose one: update_weighted_sampling(False) or "
-                              "update_oversampling(False).")
-        if self.mixup_alpha < 0:
-            raise ConfigError(f"mixup alpha must be >= 0 (0 turns mixup off), got "
-                              f"{self.mixup_alpha}.")
-        if not self.base_lr_factor > 0:
-            raise ConfigError(f"base_lr_factor must be positive, got {self.base_lr_factor}.")
+    def _validate(self) -> None:
+        """Rules across configuration sections (each value alone is checked when it is set,
+        by ``validation``)."""
         if self.schedule:
             last = self.schedule[-1][0]
             if last != self.input_size_final:
@@ -143,9 +137,6 @@ class TrainingPlan:
                 f"fine-tuning trains the head alone for {self.frozen_epochs} epochs, which "
                 f"leaves none of num_epochs={self.num_epochs} for the whole network; use more "
                 "epochs or fewer frozen_epochs.")
-        if self.freeze_layers is not None and (isinstance(self.freeze_layers, bool) or
-                                               int(self.freeze_layers) < 0):
-            raise ConfigError(f"freeze_layers must be a count >= 0, got {self.freeze_layers!r}.")
 
     @property
     def sizes(self) -> List[int]:

@@ -1,23 +1,28 @@
-"""The epoch loop, shared by every backend: steps, validation, best-model selection, early
-stopping, NaN detection, timing, memory and the append-only history."""
+"""A training run, shared by every backend: ``TrainingRun`` prepares one (data, model,
+preprocessing, plan, schedule, resume point) and runs the epoch loop (``Trainer``): steps,
+validation, best-model selection and timing; what happens around the epochs (checkpoints,
+history, state, early stopping, NaN stop, recipe stages) are the named callbacks of
+``callbacks.py``."""
 import json
-import math
 import os
-import resource
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from . import state as st
 from .backend import Backend
+from .callbacks import (Callback, Checkpoint, EarlyStopping, HistoryLogger, NaNStop,
+                        StageChange, StateSaver)
 from .config import TrainConfig
 from .data import BatchLoader
-from .errors import TrainingDivergedError
-from .optim import LearningRateSchedule
-from .recipes import training_batches
+from .errors import ConfigError, TrainingDivergedError
+from .memory import PeakMemory
+from .optim import LearningRateSchedule, resolved
+from .recipes import FREEZE_BASE, training_batches
 
 
 @dataclass
@@ -39,12 +44,6 @@ class EpochSetup:
     fields: Dict = field(default_factory=dict)   # added to the epoch's metrics.jsonl records
     selects_best: bool = True                    # whether the epoch may become the best model
     note: str = ""                               # shown after the epoch's table row
-
-
-def peak_rss_bytes() -> int:
-    """Peak resident memory of this process (Linux reports KiB, macOS bytes)."""
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
 def minimises(metric: str) -> bool:
@@ -79,57 +78,61 @@ class History:
 
 
 class Trainer:
-    """Runs epochs ``progress.epoch_completed + 1 .. num_epochs``.
+    """Runs epochs ``progress.epoch_completed + 1 .. num_epochs`` of one ``EpochSetup`` (a
+    ``StageChange`` callback may replace it before each epoch), calling ``callbacks``.
 
-    ``on_epoch_end(progress, records, improved)`` persists models and state after each epoch;
-    ``report(text)`` shows the epoch table; ``prepare_epoch(epoch) -> EpochSetup``, when
-    given, sets up each epoch (loaders at the epoch's size, freezing) before it runs.
+    ``report(text)`` shows the epoch table; ``memory`` gives the run's peak-memory figures
+    recorded with each training epoch.
     """
 
-    def __init__(self, backend: Backend, train_loader: BatchLoader, val_loader: BatchLoader,
-                 schedule: LearningRateSchedule, config: TrainConfig,
-                 on_epoch_end: Callable, report: Callable[[str], None],
-                 prepare_epoch: Optional[Callable[[int], EpochSetup]] = None):
-        self.backend, self.train_loader, self.val_loader = backend, train_loader, val_loader
-        self.schedule, self.config = schedule, config
-        self.on_epoch_end, self.report = on_epoch_end, report
-        self.prepare_epoch = prepare_epoch or (lambda epoch: EpochSetup(self.train_loader,
-                                                                        self.val_loader))
+    def __init__(self, backend: Backend, setup: EpochSetup, schedule: LearningRateSchedule,
+                 config: TrainConfig, callbacks: Sequence[Callback], report,
+                 memory: Optional[PeakMemory] = None):
+        self.backend, self.setup, self.schedule, self.config = backend, setup, schedule, config
+        self.callbacks, self.report, self.memory = list(callbacks), report, memory
+        self.progress = Progress()
+        self.stop_reason: Optional[str] = None
+
+    def _call(self, hook: str, *args) -> None:
+        for callback in self.callbacks:
+            getattr(callback, hook)(self, *args)
 
     def run(self, progress: Progress) -> Progress:
+        self.progress, self.stop_reason = progress, None
         self.report(f"{'epoch':>5} {'train_loss':>10} {'train_acc':>9} {'val_loss':>9} "
                     f"{'val_acc':>8} {'lr':>9} {'img/s':>7} {'time_s':>7}")
+        self._call("on_train_begin")
         for epoch in range(progress.epoch_completed, self.config.num_epochs):
-            setup = self.prepare_epoch(epoch)
-            self.train_loader, self.val_loader = setup.train_loader, setup.val_loader
+            self._call("on_epoch_begin", epoch)
+            setup = self.setup
             started = time.perf_counter()
             train = self._train_epoch(epoch)
             val = self._validate(epoch)
             elapsed = time.perf_counter() - started
             self.schedule.end_epoch(val["loss"])
-            record = self._records(epoch + 1, train, val, elapsed, setup.fields)
-            improved = self._update(progress, epoch + 1, record, elapsed, setup.selects_best)
+            records = self._records(epoch + 1, train, val, elapsed, setup.fields)
+            improved = self._update(progress, epoch + 1, records, elapsed, setup.selects_best)
             self.report(f"{epoch + 1:>5} {train['loss']:>10.4f} {train['accuracy']:>9.4f} "
                         f"{val['loss']:>9.4f} {val['accuracy']:>8.4f} {train['lr']:>9.2e} "
                         f"{train['images_per_s']:>7.1f} {elapsed:>7.1f}"
                         f"{'  *best' if improved else ''}{'  ' + setup.note if setup.note else ''}")
-            self.on_epoch_end(progress, record, improved)
-            if self._should_stop(progress):
-                self.report(f"early stopping: no improvement of {self.config.best_metric} for "
-                            f"{progress.stale_epochs} epochs")
+            self._call("on_epoch_end", epoch, records, improved)
+            if self.stop_reason:
+                self.report(self.stop_reason)
                 break
+        self._call("on_train_end")
         return progress
 
     def _train_epoch(self, epoch: int) -> Dict:
         from tqdm.auto import tqdm
 
+        loader = self.setup.train_loader
         self.backend.seed(self.config.seed * 100003 + epoch)
         total_loss, correct, seen, rate = 0.0, 0, 0, None
         started = time.perf_counter()
-        batches = training_batches(self.train_loader, epoch, self.config.seed,
-                                   self.config.mixup_alpha,
-                                   len(self.train_loader.store.records.classes))
-        bar = tqdm(batches, total=len(self.train_loader),
+        batches = training_batches(loader, epoch, self.config.seed, self.config.mixup_alpha,
+                                   len(loader.store.records.classes))
+        bar = tqdm(batches, total=len(loader),
                    desc=f"epoch {epoch + 1}/{self.config.num_epochs} train", leave=False,
                    disable=not self.config.display_progress, file=sys.stdout)
         for step, (images, targets) in enumerate(bar):
@@ -138,11 +141,7 @@ class Trainer:
                 self.backend.set_learning_rate(new_rate)
                 rate = new_rate
             loss, batch_correct = self.backend.train_step(images, targets)
-            if not math.isfinite(loss):
-                raise TrainingDivergedError(
-                    f"the training loss became {loss} at epoch {epoch + 1}, step {step + 1}; "
-                    "lower the learning rate (e.g. update_learning_rate(1e-4)), check the input "
-                    "normalisation, or use a schedule with warm-up.")
+            self._call("on_batch_end", epoch, step, loss)
             size = len(targets)
             total_loss, correct, seen = total_loss + loss * size, correct + batch_correct, seen + size
             bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.3f}")
@@ -154,23 +153,28 @@ class Trainer:
     def _validate(self, epoch: int) -> Dict:
         from .metrics import classification_metrics
 
+        loader = self.setup.val_loader
         started = time.perf_counter()
         losses, probabilities, labels = [], [], []
-        for batch in self.val_loader.epoch(epoch):
+        for batch in loader.epoch(epoch):
             loss, probs = self.backend.eval_step(batch.images, batch.labels)
             losses.append(loss * len(batch.labels))
             probabilities.append(probs)
             labels.append(batch.labels)
         labels = np.concatenate(labels)
         metrics = classification_metrics(labels, np.concatenate(probabilities),
-                                         self.val_loader.store.records.classes)
+                                         loader.store.records.classes)
         return {"loss": float(np.sum(losses) / len(labels)), "accuracy": metrics["accuracy"],
                 "roc_auc": metrics["roc_auc"], "images": int(len(labels)),
                 "seconds": time.perf_counter() - started}
 
     def _records(self, epoch: int, train: Dict, val: Dict, elapsed: float,
                  fields: Optional[Dict] = None) -> List[Dict]:
-        memory = {"peak_rss_bytes": peak_rss_bytes(), **self.backend.peak_memory()}
+        memory = {}
+        if self.memory is not None:
+            figures = self.memory.read()
+            memory = {key: figures[key] for key in ("peak_rss_bytes", "peak_gpu_bytes")
+                      if figures.get(key) is not None}
         common = {"epoch": epoch, "time": time.time(), **(fields or {})}
         if "base_lr_factor" in common:
             common["base_lr"] = train["lr"] * common["base_lr_factor"]
@@ -198,10 +202,186 @@ class Trainer:
             progress.stale_epochs += 1
         return better
 
-    def _should_stop(self, progress: Progress) -> bool:
-        patience = self.config.early_stopping_patience
-        return bool(patience) and progress.stale_epochs >= patience
-
 
 def progress_from_dict(raw: Optional[Dict]) -> Progress:
     return Progress(**{k: v for k, v in (raw or {}).items() if k in asdict(Progress())})
+
+
+class TrainingRun:
+    """One call of ``Experiment.train``: a new run (earlier models and logs archived), or the
+    interrupted one continued from its last completed epoch (``resume``)."""
+
+    def __init__(self, experiment, resume: bool = False):
+        self.experiment, self.resume = experiment, resume
+        self.config = experiment.config
+        self.plan = experiment.training_plan()          # inconsistent recipes fail here
+        self.report = experiment.report
+
+    # ------------------------------------------------------------------ preparing
+    def _start(self) -> None:
+        """Data, archive, state and preprocessing of the run, before any model exists."""
+        experiment, state = self.experiment, self.experiment.state
+        if experiment.data is None:
+            experiment.load_data()
+        if state.pop("decision_threshold", None):
+            experiment.supersede_evaluation("its decision threshold was removed when training "
+                                            "started again")
+            self.report("the decision threshold was chosen for the earlier weights and is "
+                        "removed; choose one again with Select_Threshold() after training")
+        if not self.resume:
+            if state.get("status") != st.STATUS_CREATED:
+                archived = experiment.archive_previous_run()
+                if archived:
+                    self.report(f"an earlier run of this experiment was moved to {archived}")
+                state["summary"], state["evaluation"] = {}, {}
+                state.pop("previous_evaluation", None)
+            state["training"] = {"run_started": st.now()}
+            experiment.resolve_preprocessing()
+        elif "preprocessing" not in state:
+            experiment.resolve_preprocessing()
+        experiment.paths.create()
+
+    def _model(self) -> None:
+        experiment = self.experiment
+        if self.resume and not experiment.model_ready:
+            experiment.build_model(for_inference=True)
+        elif not self.resume and not experiment.model_fresh:
+            experiment.build_model()
+        experiment.model_fresh = False
+        self.probe_input_sizes(self.plan.sizes)
+
+    def probe_input_sizes(self, sizes: List[int]) -> None:
+        """Progressive resizing: try the built model at every size first (one image of
+        zeros), so that a size it cannot take fails before training, with its name."""
+        experiment = self.experiment
+        for size in sorted(set(sizes), reverse=True) if len(set(sizes)) > 1 else []:
+            try:
+                experiment.backend.predict(np.zeros(experiment.input_shape(size), np.float32))
+            except Exception as err:  # noqa: BLE001  (each framework words it differently)
+                raise ConfigError(
+                    f"model '{self.config.model.model_name}' on backend "
+                    f"'{experiment.backend_name}' does not take {size}x{size} inputs, which "
+                    f"progressive resizing asks for ({type(err).__name__}: {str(err)[:300]}); "
+                    "use sizes it takes, or a model whose input size can change.") from err
+
+    def enter_stage(self, epoch: int):
+        """Freeze what the plan freezes at 0-based ``epoch`` and create the optimizer over the
+        parameters that train then; returns the plan's frozen-layers value."""
+        experiment, backend = self.experiment, self.experiment.backend
+        frozen = self.plan.frozen_layers(epoch)
+        if frozen is not None:
+            layers = backend.base_layers()
+            count = len(layers) if frozen == FREEZE_BASE else int(frozen)
+            if count > len(layers):
+                raise ConfigError(
+                    f"freeze_layers={count}, but model '{self.config.model.model_name}' has "
+                    f"{len(layers)} base layers on backend '{experiment.backend_name}' (from "
+                    f"{layers[0]!r} to {layers[-1]!r}); use update_freeze_layers(n) with n <= "
+                    f"{len(layers)}.")
+            info = backend.set_frozen_layers(count)
+            experiment.state["model"]["trainable_parameters"] = info["trainable_parameters"]
+            self.report(f"from epoch {epoch + 1}: {count} of {len(layers)} base layers frozen, "
+                        f"{info['trainable_parameters']:,} parameters train")
+        backend.configure(resolved(self.config.optim), experiment.class_weights())
+        return frozen
+
+    def epoch_setup(self, epoch: int) -> EpochSetup:
+        """Loaders at the epoch's input size, what its records note, and whether it may
+        become the best model (only epochs at the final, inference size)."""
+        experiment, plan = self.experiment, self.plan
+        size = plan.input_size(epoch)
+        return EpochSetup(experiment.loader("train", experiment.data.train, training=True,
+                                            size=size),
+                          experiment.loader("val", experiment.data.val, size=size),
+                          plan.record_fields(epoch), plan.stage(epoch).final_size,
+                          plan.describe(epoch))
+
+    def callbacks(self, history: "History", schedule: LearningRateSchedule,
+                  frozen) -> List[Callback]:
+        """The run's callbacks, in the order they are called."""
+        experiment, train = self.experiment, self.config.train
+        return [StageChange(self.plan, self.enter_stage, self.epoch_setup, frozen),
+                NaNStop(),
+                Checkpoint(experiment.backend, experiment.paths, train.save_intermediate_models),
+                HistoryLogger(history),
+                StateSaver(experiment, schedule, lambda progress: self.summary(progress, history)),
+                EarlyStopping(train.early_stopping_patience, train.best_metric)]
+
+    # ------------------------------------------------------------------ running
+    def run(self) -> Dict:
+        """Run the epochs; persist models, history, plots and state; return the summary."""
+        experiment, state = self.experiment, self.experiment.state
+        self._start()
+        history = History(experiment.paths.metrics_file)
+        self._model()
+        progress = progress_from_dict(state["training"].get("progress")) if self.resume \
+            else Progress()
+        frozen = self.enter_stage(progress.epoch_completed)
+        setup = self.epoch_setup(progress.epoch_completed)
+        optim = self.config.optim
+        schedule = LearningRateSchedule(optim.schedule, optim.learning_rate, optim.schedule_params,
+                                        self.config.train.num_epochs, len(setup.train_loader))
+        if self.resume:
+            experiment.backend.load(experiment.paths.model_stem("resume"), with_optimizer=True)
+            schedule.load_state_dict(state["training"].get("schedule", {}))
+            history.keep_until(progress.epoch_completed)
+            self.report(f"resuming after epoch {progress.epoch_completed} of "
+                        f"{self.config.train.num_epochs}")
+        state["status"] = st.STATUS_TRAINING
+        experiment.save_state()
+        train_config = replace(self.config.train, display_progress=(
+            self.config.train.display_progress and experiment.show_progress))
+        memory = PeakMemory()
+        trainer = Trainer(experiment.backend, setup, schedule, train_config,
+                          self.callbacks(history, schedule, frozen), self.report, memory)
+        memory.start()
+        try:
+            trainer.run(progress)
+        except TrainingDivergedError as err:
+            self._stop(st.STATUS_FAILED, str(err))
+            raise
+        except KeyboardInterrupt:
+            self._stop(st.STATUS_INTERRUPTED, "interrupted by the user; continue with "
+                       "Prototype(..., resume_train=True) and Train()")
+            raise
+        finally:
+            memory.stop()
+        self._finish(history)
+        return state["summary"]
+
+    def _finish(self, history: "History") -> None:
+        from .plots import training_curves
+
+        experiment = self.experiment
+        training_curves(history.read(), experiment.paths.logs)
+        experiment.measure_latency()
+        experiment.state["status"] = st.STATUS_TRAINED
+        experiment.state["dataset"]["skipped_files"] = experiment.stores.skipped()
+        experiment.weights_in_memory = None          # the last epoch's, not the best model
+        experiment.save_state(snapshot=True)
+
+    def _stop(self, status: str, reason: str) -> None:
+        state = self.experiment.state
+        state["status"], state["training"]["stopped_because"] = status, reason
+        self.experiment.save_state(snapshot=True)
+        self.report(f"stopped: {reason}")
+
+    def summary(self, progress: Progress, history: "History") -> Dict:
+        """The run's figures for ``state["summary"]`` (and compare)."""
+        records = history.read()
+        train = [r for r in records if r["split"] == "train"]
+        val = {r["epoch"]: r for r in records if r["split"] == "val"}
+        best = val.get(progress.best_epoch, {})
+        return {"best_metric": self.config.train.best_metric, "best_value": progress.best_value,
+                "best_epoch": progress.best_epoch, "epochs_completed": progress.epoch_completed,
+                "best_val_accuracy": best.get("accuracy"), "best_val_loss": best.get("loss"),
+                "best_val_roc_auc": best.get("roc_auc"), "best_input_size": best.get("input_size"),
+                "final_input_size": train[-1].get("input_size") if train else None,
+                "final_train_accuracy": train[-1]["accuracy"] if train else None,
+                "final_train_loss": train[-1]["loss"] if train else None,
+                "train_time_s": progress.train_time_s,
+                "seconds_per_epoch": progress.train_time_s / max(1, len(train)),
+                "train_images_per_s": float(np.mean([r["images_per_s"] for r in train]))
+                if train else None,
+                "peak_rss_bytes": max([r.get("peak_rss_bytes") or 0 for r in train] or [0]) or None,
+                "peak_gpu_bytes": max([r.get("peak_gpu_bytes") or 0 for r in train] or [0]) or None}

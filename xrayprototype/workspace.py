@@ -6,6 +6,7 @@ The root is resolved to an absolute path once, when the facade is created, so th
 """
 import os
 import re
+import time
 from pathlib import Path
 from typing import Optional, Union
 
@@ -62,6 +63,14 @@ class ExperimentPaths:
 
     def exists(self) -> bool:
         return self.state_file.is_file()
+
+
+def append_run_log(paths: ExperimentPaths, text: str) -> None:
+    """Append a time-stamped line to the experiment's ``logs/run.log`` (when logs exist)."""
+    if paths.logs.is_dir():
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        with open(paths.run_log, "a", encoding="utf-8") as log:
+            log.write(f"{stamp} {text}\n")
 
 
 def comparison_dir(root: Path, name: str) -> Path:

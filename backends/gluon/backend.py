@@ -48,7 +48,6 @@ class GluonBackend(Backend):
         self.trainer: Optional[mx.gluon.Trainer] = None
         self.loss_fn: Optional[ClassificationLoss] = None
         self.ctx = mx.cpu()
-        self._peak_gpu_bytes = 0
 
     @property
     def model(self):
@@ -137,9 +136,6 @@ class GluonBackend(Backend):
         self.trainer.step(1)          # the loss is already the batch mean
         target = y.argmax(axis=1) if y.ndim == 2 else y     # mixup: the dominant label
         correct = int((logits.argmax(axis=1) == target).sum().asscalar())
-        if self.ctx.device_type == "gpu":
-            free, total = mx.context.gpu_memory_info(self.ctx.device_id)
-            self._peak_gpu_bytes = max(self._peak_gpu_bytes, int(total - free))
         return float(loss.asscalar()), correct
 
     def eval_step(self, images: np.ndarray, labels: np.ndarray) -> Tuple[float, np.ndarray]:
@@ -194,11 +190,3 @@ class GluonBackend(Backend):
         last; a parameter sized by the input (VGG's first Dense) appears after a first batch."""
         return [(name, param.data(self.ctx).asnumpy())
                 for name, param in self.net.collect_params().items() if param._data is not None]
-
-    def peak_memory(self) -> Dict[str, int]:
-        if self.ctx.device_type == "gpu":
-            return {"gpu_bytes": self._peak_gpu_bytes}
-        return {}
-
-    def reset_peak_memory(self) -> None:
-        self._peak_gpu_bytes = 0

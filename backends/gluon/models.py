@@ -64,16 +64,25 @@ INITIALIZER = TorchvisionInit()
 
 class ModelTable(dict):
     """Model names -> ModelInfo, looked up case-insensitively like ``gluoncv.get_model``
-    (``"ResNet34_v2"`` finds ``"resnet34_v2"``)."""
+    (``"ResNet34_v2"`` finds ``"resnet34_v2"``); a gluoncv name is found with or without the
+    native prefix (Monk's gluon scripts write ``"resnet18_v1b"``), listed with it."""
+
+    @staticmethod
+    def _key(table, name) -> str:
+        lowered = str(name).lower()
+        if not dict.__contains__(table, lowered) and \
+                dict.__contains__(table, NATIVE_PREFIX + lowered):
+            return NATIVE_PREFIX + lowered
+        return lowered
 
     def __contains__(self, name) -> bool:
-        return dict.__contains__(self, str(name).lower())
+        return dict.__contains__(self, self._key(self, name))
 
     def __getitem__(self, name) -> ModelInfo:
-        return dict.__getitem__(self, str(name).lower())
+        return dict.__getitem__(self, self._key(self, name))
 
     def get(self, name, default=None):
-        return dict.get(self, str(name).lower(), default)
+        return dict.get(self, self._key(self, name), default)
 
 
 #: the names ``mxnet.gluon.model_zoo.vision.get_model`` knows (it keeps them in a local dict)
@@ -116,6 +125,8 @@ def native_name(name: str) -> str:
     table = model_table()
     if lowered.startswith(NATIVE_PREFIX) and lowered in table:
         return lowered[len(NATIVE_PREFIX):]
+    if NATIVE_PREFIX + lowered in table:            # a bare gluoncv name (Monk's spelling)
+        return lowered
     raise unknown_model(name, "gluon", table, f"Any gluoncv classification model: "
                         f"'{NATIVE_PREFIX}<gluoncv name>'.", NATIVE_PREFIX)
 

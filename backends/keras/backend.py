@@ -254,12 +254,3 @@ class KerasBackend(Backend):
         states = [v for v in self.model.variables if v.path.endswith("seed_generator_state")]
         for offset, state in enumerate(states):
             state.assign(np.array([self._seed, offset], dtype=state.dtype))
-
-    def peak_memory(self) -> Dict[str, int]:
-        if self.device.startswith("/GPU"):
-            return {"gpu_bytes": int(tf.config.experimental.get_memory_info("GPU:0")["peak"])}
-        return {}
-
-    def reset_peak_memory(self) -> None:
-        if self.device.startswith("/GPU"):
-            tf.config.experimental.reset_memory_stats("GPU:0")

@@ -159,12 +159,3 @@ class PyTorchBackend(Backend):
         """``state_dict`` order: parameters and BatchNorm statistics, stem first, head last."""
         return [(key, value.detach().cpu().numpy().copy())
                 for key, value in self.model.state_dict().items()]
-
-    def peak_memory(self) -> Dict[str, int]:
-        if self.device.type == "cuda":
-            return {"gpu_bytes": int(torch.cuda.max_memory_allocated(self.device))}
-        return {}
-
-    def reset_peak_memory(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
