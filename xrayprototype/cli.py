@@ -127,13 +127,8 @@ def _evaluate(args) -> dict:
 
 
 def _infer(args):
-    from .evaluation import image_files, prediction_result
-
     experiment = _opened(args)
-    files = image_files(args.image, args.dir)
-    probabilities = experiment.predict_files([str(f) for f in files])
-    results = [prediction_result(str(f), p, experiment.classes, experiment.decision_threshold,
-                                 False) for f, p in zip(files, probabilities)]
+    results = experiment.infer(args.image, args.dir)
     for result in results:
         experiment.report(f"{result['img_name']}: {result['predicted_class']} "
                           f"({result['score']:.3f})")

@@ -430,6 +430,17 @@ class Experiment:
             self.stores.drop("infer")
         return probabilities
 
+    def infer(self, img_name: Optional[str] = None, img_dir: Optional[str] = None,
+              tta: bool = False, return_raw: bool = False) -> List[Dict]:
+        """One result dict per image (``evaluation.prediction_result``) of one file or of a
+        folder's images, sorted by name, with the best model and the decision threshold."""
+        from .evaluation import image_files, prediction_result
+
+        files = [str(f) for f in image_files(img_name, img_dir)]
+        probabilities = self.predict_files(files, tta=tta)
+        return [prediction_result(f, p, self.classes, self.decision_threshold, return_raw)
+                for f, p in zip(files, probabilities)]
+
     def measure_latency(self) -> Dict:
         """Median inference time of one image at the experiment's input size (batch of 1,
         after warm-up), stored in ``state["model"]``."""

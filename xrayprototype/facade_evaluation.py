@@ -3,8 +3,7 @@
 from typing import Dict, List, Optional, Tuple, Union
 
 from .errors import ExperimentError
-from .evaluation import (decision_record, decision_rule, image_files, prediction_result,
-                         report_lines)
+from .evaluation import decision_record, decision_rule, report_lines
 from .facade_base import FacadeBase
 from .metrics import check_threshold_method, positive_index
 
@@ -69,12 +68,7 @@ class EvaluationVerbs(FacadeBase):
             >>> gtf.Infer(img_name="chest_xray/test/NORMAL/IM-0001-0001.jpeg")["predicted_class"]
             >>> results = gtf.Infer(img_dir="chest_xray/test/PNEUMONIA", tta=True)
         """
-        files = image_files(img_name, img_dir)
-        experiment = self._require_experiment()
-        probabilities = experiment.predict_files([str(f) for f in files], tta=tta)
-        results = [prediction_result(str(f), p, experiment.classes,
-                                     experiment.decision_threshold, return_raw)
-                   for f, p in zip(files, probabilities)]
+        results = self._require_experiment().infer(img_name, img_dir, tta, return_raw)
         for result in results:
             self._say(f"{result['img_name']}: {result['predicted_class']} ({result['score']:.3f})")
         return results[0] if img_name is not None else results
