@@ -211,8 +211,11 @@ class Setting:
             if options and isinstance(value, str) else ""
         expected = " or ".join(c.describe() for c in self.constraints)
         message = f"{self.label or name} must be {expected}, got {value!r}"
-        message += f";{suggestion}" if suggestion else ""
-        message += f"; {self.hint}." if self.hint else "."
+        if suggestion:                                   # " did you mean 'x'?"
+            message += f";{suggestion}" + (f" {self.hint[0].upper()}{self.hint[1:]}."
+                                           if self.hint else "")
+        else:
+            message += f"; {self.hint}." if self.hint else "."
         raise ConfigError(message)
 
 
