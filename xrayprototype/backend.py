@@ -74,6 +74,27 @@ class Capabilities:
     layer_freezing: bool = False         # base_layers() / set_frozen_layers() (fine-tune stages)
     discriminative_lr: bool = False      # configure() honours OptimConfig.base_lr_factor
     input_channels: Tuple[int, ...] = (3,)
+    explanations: bool = False           # spatial_layers / layer_gradients / penultimate_features
+
+
+@dataclass
+class LayerGradients:
+    """What ``Backend.layer_gradients`` returns for a batch of N images: one layer's output
+    and the gradient of each image's chosen class score with respect to it, as numpy.
+
+    Attributes:
+        layer: the layer's name, one of ``Backend.spatial_layers()``.
+        activations: float32 (N, C, h, w), channels first whatever the backend's layout.
+        gradients: float32 (N, C, h, w): d scores[i, class_indices[i]] / d activations[i].
+        scores: float64 (N, classes), the class scores (logits, before softmax) of the same
+            forward pass, in eval mode.
+        probabilities: float64 (N, classes), softmax of ``scores`` (what ``predict`` gives).
+    """
+    layer: str
+    activations: np.ndarray
+    gradients: np.ndarray
+    scores: np.ndarray
+    probabilities: np.ndarray
 
 
 def usable_cpu_count() -> int:
@@ -160,6 +181,35 @@ class Backend(abc.ABC):
         """The model's tensors (parameters and normalisation statistics) as numpy copies, in
         definition order: the first is the stem's, the last the classification head's.
         Changing them changes nothing in the model."""
+
+    # ----------------------------------------------------------------- explanations
+    # Declared by ``capabilities().explanations``; the CAM math, upsampling and overlays are
+    # the core's (``xrayprototype.explain``). All three run the model in eval mode and change
+    # nothing in it.
+    def spatial_layers(self) -> List[str]:
+        """Names of the built model's layers whose output is a spatial feature map (N, C, h, w
+        or N, h, w, C), input side first; global pooling layers and the head excluded. The
+        last is the default explanation layer: the last spatial block before global pooling.
+        Empty for a model without spatial features (e.g. a vision transformer)."""
+        raise ConfigError(self._cannot_explain())
+
+    def layer_gradients(self, images: np.ndarray, class_indices: np.ndarray,
+                        layer: Optional[str] = None) -> "LayerGradients":
+        """Activations of ``layer`` (default ``spatial_layers()[-1]``) for a batch of images
+        in the backend's layout and the gradients of each image's class score (logit)
+        ``class_indices[i]`` with respect to them; see :class:`LayerGradients`. A name that
+        is not one of ``spatial_layers()`` raises ConfigError with close names."""
+        raise ConfigError(self._cannot_explain())
+
+    def penultimate_features(self, images: np.ndarray) -> np.ndarray:
+        """float64 (N, D): the input of the classification head (after global pooling), in
+        eval mode; the features that embeddings (t-SNE, PCA) show."""
+        raise ConfigError(self._cannot_explain())
+
+    def _cannot_explain(self) -> str:
+        return (f"backend '{self.name}' has no explanation hooks (capabilities().explanations "
+                "is False); train the experiment with a backend that has them (pytorch, gluon, "
+                "keras) to use Explain, Top_Losses or Embeddings.")
 
     def base_layers(self) -> List[str]:
         """Names of the base network's layers that own parameters, input side first (the
