@@ -4,9 +4,9 @@ so that a new backend can run them on itself.
 ``check_backend(BackendClass)`` builds small models from random weights on fixed random
 batches and checks what the core relies on: probabilities, losses and their formulas, every
 declared optimizer and model, save / load round trips, frozen layers, seeding; the checks for
-optional mechanics (``soft_targets``, ``layer_freezing``, ``discriminative_lr``) run when
-``capabilities()`` declares them. A failing check raises AssertionError naming the check and
-the backend. Everything runs on the CPU; no pretrained weights are needed.
+optional mechanics (``soft_targets``, ``layer_freezing``, ``discriminative_lr``,
+``explanations``) run when ``capabilities()`` declares them. A failing check raises
+AssertionError naming the check and the backend. Everything runs on the CPU; no pretrained weights are needed.
 
 Importing this module imports no framework: the checks use the class they are given.
 
@@ -34,6 +34,9 @@ from ._backend_checks import (
     check_seed_reproduces_the_model, check_set_learning_rate_controls_the_step,
     check_snapshot_restores_the_weights, check_train_steps_lower_the_loss, first_tensor,
     head_tensor, require)
+from ._explain_checks import (check_layer_gradients_are_the_class_scores,
+                              check_layer_gradients_of_a_named_layer,
+                              check_penultimate_features_feed_the_head, check_spatial_layers)
 from .backend import Backend, Capabilities
 from .config import ModelConfig, OptimConfig
 from .errors import ConfigError
@@ -270,6 +273,13 @@ CHECKS: Tuple[Check, ...] = (
     Check("soft_targets", check_soft_targets, needs="soft_targets"),
     Check("layer_freezing", check_layer_freezing, needs="layer_freezing"),
     Check("discriminative_lr", check_discriminative_lr, needs="discriminative_lr"),
+    Check("spatial_layers", check_spatial_layers, needs="explanations"),
+    Check("layer_gradients_are_the_class_scores", check_layer_gradients_are_the_class_scores,
+          needs="explanations"),
+    Check("layer_gradients_of_a_named_layer", check_layer_gradients_of_a_named_layer,
+          needs="explanations"),
+    Check("penultimate_features_feed_the_head", check_penultimate_features_feed_the_head,
+          needs="explanations"),
     Check("declared_models", check_declared_models),
 )
 CHECK_NAMES: Tuple[str, ...] = tuple(check.name for check in CHECKS)
