@@ -6,7 +6,8 @@ batches and checks what the core relies on: probabilities, losses and their form
 declared optimizer and model, save / load round trips, frozen layers, seeding; the checks for
 optional mechanics (``soft_targets``, ``layer_freezing``, ``discriminative_lr``,
 ``explanations``) run when ``capabilities()`` declares them. A failing check raises
-AssertionError naming the check and the backend. Everything runs on the CPU; no pretrained weights are needed.
+AssertionError naming the check and the backend. Everything runs on the CPU; no pretrained
+weights are needed.
 
 Importing this module imports no framework: the checks use the class they are given.
 
