@@ -97,6 +97,29 @@ class LayerGradients:
     probabilities: np.ndarray
 
 
+def check_explanation_layer(layers: List[str], layer: Optional[str]) -> str:
+    """``layer``, or the default explanation layer (the last of ``layers``, a backend's
+    ``spatial_layers()``); every backend's ``layer_gradients`` checks its argument with it.
+
+    Raises:
+        ConfigError: ``layers`` is empty (no spatial map to explain), or ``layer`` is not
+            one of them (with close names, naming the default).
+
+    Example:
+        >>> check_explanation_layer(["layer3", "layer4"], None)
+        'layer4'
+    """
+    if not layers:
+        raise ConfigError("this model has no layer with a spatial output (a feature map): "
+                          "Grad-CAM needs a convolutional model; choose e.g. 'resnet18'.")
+    if layer is None:
+        return layers[-1]
+    if layer not in layers:
+        raise unknown_name("explanation layer", layer, layers,
+                           hint=f"the default is the last spatial block, '{layers[-1]}'.")
+    return layer
+
+
 def usable_cpu_count() -> int:
     """CPU cores this process may run on (its affinity mask where the OS has one, which a
     container or ``taskset`` narrows), at least 1. Backends size their thread pools with it.

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xrayprototype.backend import Backend, Capabilities, LayerGradients
+from xrayprototype.backend import (Backend, Capabilities, LayerGradients,
+                                   check_explanation_layer)
 from xrayprototype.config import ModelConfig, OptimConfig
 
 from . import explain
@@ -171,7 +172,7 @@ class PyTorchBackend(Backend):
 
     def layer_gradients(self, images: np.ndarray, class_indices: np.ndarray,
                         layer: Optional[str] = None) -> LayerGradients:
-        layer = explain.check_layer(self.spatial_layers(), layer)
+        layer = check_explanation_layer(self.spatial_layers(), layer)
         self._mode(False)
         x, _ = self._tensors(images)
         return explain.layer_gradients(self.model, x, class_indices, layer)

@@ -3,14 +3,13 @@ respect to them (forward hooks + ``torch.autograd.grad``), and the classificatio
 
 The CAM math is the core's (``xrayprototype.explain``); this file only reads tensors.
 """
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 import torch
 from torch import nn
 
 from xrayprototype.backend import LayerGradients
-from xrayprototype.errors import ConfigError, unknown_name
 
 from .models import head_parameters
 
@@ -68,19 +67,6 @@ def spatial_layers(model: nn.Module, device: torch.device) -> List[str]:
         for handle in handles:
             handle.remove()
     return [name for name in order if calls[name] == 1]
-
-
-def check_layer(layers: List[str], layer: Optional[str]) -> str:
-    """``layer``, or the default (the last spatial layer); unknown names raise."""
-    if not layers:
-        raise ConfigError("this model has no layer with a spatial output (a feature map): "
-                          "Grad-CAM needs a convolutional model; choose e.g. 'resnet18'.")
-    if layer is None:
-        return layers[-1]
-    if layer not in layers:
-        raise unknown_name("explanation layer", layer, layers,
-                           hint=f"the default is the last spatial block, '{layers[-1]}'.")
-    return layer
 
 
 def layer_gradients(model: nn.Module, x: torch.Tensor, class_indices: np.ndarray,
