@@ -27,7 +27,8 @@ EXTRAS = {
     "dicom": ["pydicom>=2.3"],
     "ray": ["ray>=2.9"],
     "gpu": ["nvidia-ml-py>=11.450"],     # per-process GPU memory (compare), from the driver
-    "dev": ["pytest>=7", "nbclient>=0.7", "nbformat>=5", "ipykernel>=6"],
+    # grad-cam: the reference implementation the tests compare the core's Grad-CAM with
+    "dev": ["pytest>=7", "nbclient>=0.7", "nbformat>=5", "ipykernel>=6", "grad-cam>=1.5"],
 }
 EXTRAS["all"] = sorted({req for name in ("pytorch", "gluon", "keras", "dicom", "ray", "gpu") for req in EXTRAS[name]})
 

@@ -8,7 +8,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "xrayprototype"
 #: the Monk-style facade (and what only it may use); the core must not import these
 FACADE_MODULES = {"prototype", "facade_base", "facade_settings", "facade_recipes",
-                  "facade_evaluation", "facade_analysis", "compare", "ensemble", "demo", "cli"}
+                  "facade_evaluation", "facade_explain", "facade_analysis", "facade_audit",
+                  "compare", "ensemble", "demo", "cli"}
 #: entry points that must open experiments through Experiment.create / Experiment.open
 NO_PROTOTYPE_CONSTRUCTION = ("ensemble", "analysis", "cli", "compare")
 

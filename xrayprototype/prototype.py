@@ -15,13 +15,16 @@ from .backend import REGISTRY, canonical_backend_name, get_backend_class, instal
 from .errors import BackendUnavailableError, ConfigError, ExperimentError
 from .experiment import Experiment
 from .facade_analysis import AnalysisVerbs
+from .facade_audit import AuditVerbs
 from .facade_evaluation import EvaluationVerbs
+from .facade_explain import ExplanationVerbs
 from .facade_recipes import RecipeVerbs
 from .facade_settings import SettingsVerbs
 from .workspace import ExperimentPaths, resolve_root
 
 
-class prototype(SettingsVerbs, RecipeVerbs, EvaluationVerbs, AnalysisVerbs):  # noqa: N801  (Monk's spelling)
+class prototype(SettingsVerbs, RecipeVerbs, EvaluationVerbs, ExplanationVerbs,  # noqa: N801
+                AnalysisVerbs, AuditVerbs):     # (Monk's spelling)
     """One experiment at a time: ``Prototype`` opens it, the other verbs act on it.
 
     Args:
