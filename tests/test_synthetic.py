@@ -5,8 +5,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from xrayprototype.data.synthetic import (DEFAULT_CLASSES, MULTICLASS,
-                                          make_synthetic_chest_xrays, render_chest_xray)
+from xrayprototype.data import synthetic
+from xrayprototype.data.synthetic import (DEFAULT_CLASSES, MASK_FRACTION, MULTICLASS,
+                                          make_synthetic_chest_xrays, mask_path, read_mask,
+                                          render_chest_xray)
 
 NORMAL_RE = re.compile(r"^synthetic-IM-\d{4}\.(jpeg|png)$")
 PATIENT_RE = re.compile(r"^synthetic-person(\d+)_(bacteria|virus|covid)_(\d+)\.(jpeg|png)$")
@@ -113,6 +115,68 @@ def test_render_shape_dtype_and_rng_determinism(label):
     assert img.shape == (96, 96) and img.dtype == np.uint8
     assert np.array_equal(img, render_chest_xray(np.random.default_rng(5), label, size=96))
     assert 30 < img.mean() < 200 and img.std() > 20
+
+
+# ---------------------------------------------------------------------------- lesion masks
+def test_masks_of_abnormal_images_beside_the_class_folders_images_unchanged(tmp_path):
+    plain = _files(make_synthetic_chest_xrays(tmp_path / "plain", 5, 3, image_size=48, seed=2,
+                                              classes=MULTICLASS))
+    root = make_synthetic_chest_xrays(tmp_path / "masked", 5, 3, image_size=48, seed=2,
+                                      classes=MULTICLASS, write_masks=True)
+    masked = _files(root)
+    images = {k: v for k, v in masked.items() if not k.startswith("masks/")}
+    assert images == plain                                   # byte-identical images
+    assert sorted(p.name for p in root.iterdir()) == ["masks", "test", "train"]
+    for split in ("train", "test"):
+        assert not (root / "masks" / split / "NORMAL").exists()
+        for label in MULTICLASS:
+            files = sorted((root / split / label).iterdir())
+            assert all(f.suffix == ".jpeg" for f in files)     # the class folders: images only
+            if label == "NORMAL":
+                continue
+            masks = sorted((root / "masks" / split / label).iterdir())
+            assert [m.stem for m in masks] == [f.stem for f in files]
+            for image in files:
+                assert mask_path(image) == root / "masks" / split / label / f"{image.stem}.png"
+                mask = read_mask(image)
+                assert mask.shape == (48, 48) and mask.dtype == bool
+                assert 0 < mask.mean() < 0.3                    # a lesion, not the image
+    assert _files(make_synthetic_chest_xrays(tmp_path / "again", 5, 3, image_size=48, seed=2,
+                                             classes=MULTICLASS, write_masks=True)) == masked
+
+
+def test_regenerating_without_masks_removes_the_stale_ones(tmp_path):
+    make_synthetic_chest_xrays(tmp_path, 4, 2, image_size=32, write_masks=True)
+    assert len(list((tmp_path / "masks" / "train" / "PNEUMONIA").iterdir())) == 4
+    make_synthetic_chest_xrays(tmp_path, 4, 2, image_size=32, seed=1)
+    assert not list((tmp_path / "masks" / "train" / "PNEUMONIA").iterdir())
+
+
+@pytest.mark.parametrize("label", sorted(set(MULTICLASS) | set(DEFAULT_CLASSES)))
+def test_render_mask_is_the_drawn_opacity_inside_the_lungs(label):
+    """The image is the same with or without its mask; the mask is empty for NORMAL, else
+    non-empty, deterministic, and inside the lung fields (soft lung mask above 0.25)."""
+    for i in range(8):
+        image = render_chest_xray(np.random.default_rng([4, i]), label, 64)
+        again, mask = render_chest_xray(np.random.default_rng([4, i]), label, 64,
+                                        return_mask=True)
+        assert np.array_equal(image, again) and mask.shape == (64, 64) and mask.dtype == bool
+        assert np.array_equal(mask, render_chest_xray(np.random.default_rng([4, i]), label, 64,
+                                                      return_mask=True)[1])
+        if label == "NORMAL":
+            assert not mask.any()
+            continue
+        rng = np.random.default_rng([4, i])                  # the same draws as the render
+        x, y = synthetic._grid(rng, 64)
+        lungs = synthetic._anatomy(rng, x, y)[1]
+        assert mask.any() and (lungs[mask] > 0.25).all()
+    wider = render_chest_xray(np.random.default_rng(1), "PNEUMONIA", 64, return_mask=True,
+                              mask_fraction=MASK_FRACTION / 2)[1]
+    narrower = render_chest_xray(np.random.default_rng(1), "PNEUMONIA", 64, return_mask=True)[1]
+    assert wider.sum() > narrower.sum() and (wider | narrower).sum() == wider.sum()
+    with pytest.raises(ValueError, match="mask_fraction"):
+        render_chest_xray(np.random.default_rng(1), label, 64, return_mask=True,
+                          mask_fraction=1.5)
 
 
 def test_heart_shadow_is_on_image_right():

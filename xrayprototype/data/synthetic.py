@@ -21,6 +21,10 @@ _KINDS = {"PNEUMONIA": "bacteria", "PNEUMONIA_BACTERIAL": "bacteria",
           "PNEUMONIA_VIRAL": "virus", "COVID-19": "covid"}
 _KNOWN = ("NORMAL",) + tuple(_KINDS)
 _FORMATS = {"jpeg": ("JPEG", ".jpeg"), "jpg": ("JPEG", ".jpeg"), "png": ("PNG", ".png")}
+#: a lesion mask holds the pixels whose drawn opacity exceeds this fraction of its maximum
+MASK_FRACTION = 0.5
+#: the folder under a data set's root holding the lesion masks (beside train/ and test/)
+MASKS_DIR = "masks"
 
 
 def _check_label(label):
@@ -184,32 +188,79 @@ def _film(rng, img, size):
     return np.clip(np.round(img * 255.0), 0, 255).astype(np.uint8)
 
 
-def render_chest_xray(rng: np.random.Generator, label: str, size: int = 128) -> np.ndarray:
-    """One synthetic frontal chest radiograph.
+def render_chest_xray(rng: np.random.Generator, label: str, size: int = 128,
+                      return_mask: bool = False, mask_fraction: float = MASK_FRACTION):
+    """One synthetic frontal chest radiograph, and optionally where its lesion is.
 
     Args:
         rng: Source of randomness; the image is a pure function of its state.
         label: One of ``NORMAL``, ``PNEUMONIA``, ``PNEUMONIA_BACTERIAL``,
             ``PNEUMONIA_VIRAL`` or ``COVID-19``.
         size: Side length in pixels.
+        return_mask: Also return the lesion mask. Asking for it draws nothing more from
+            ``rng``: the image is the same either way.
+        mask_fraction: The mask holds the pixels where the drawn opacity (lung field times
+            the class's pattern) exceeds this fraction of its maximum; in (0, 1).
 
     Returns:
-        A ``uint8`` grayscale array of shape ``(size, size)``.
+        A ``uint8`` grayscale array of shape ``(size, size)``; with ``return_mask``, the pair
+        ``(image, mask)``, the mask a ``bool`` array of the same shape, all False for
+        ``NORMAL``.
 
     Raises:
-        ValueError: If ``label`` is not a known class.
+        ValueError: If ``label`` is not a known class or ``mask_fraction`` is not in (0, 1).
 
     Example:
         >>> img = render_chest_xray(np.random.default_rng(0), "PNEUMONIA", size=64)
         >>> img.shape, img.dtype
         ((64, 64), dtype('uint8'))
+        >>> img2, mask = render_chest_xray(np.random.default_rng(0), "PNEUMONIA", 64,
+        ...                                return_mask=True)
+        >>> bool((img2 == img).all()), bool(mask.any())
+        (True, True)
     """
     _check_label(label)
+    if not 0.0 < float(mask_fraction) < 1.0:
+        raise ValueError(f"mask_fraction must be in (0, 1), got {mask_fraction!r}")
     x, y = _grid(rng, size)
     img, lungs, geoms = _anatomy(rng, x, y)
+    opacity = np.zeros_like(img)
     if label in _PATTERNS:
-        img = img + lungs * _PATTERNS[label](rng, x, y, geoms, size)
-    return _film(rng, img, size)
+        opacity = lungs * _PATTERNS[label](rng, x, y, geoms, size)
+        img = img + opacity
+    image = _film(rng, img, size)
+    if not return_mask:
+        return image
+    return image, lesion_mask(opacity, mask_fraction)
+
+
+def lesion_mask(opacity: np.ndarray, fraction: float = MASK_FRACTION) -> np.ndarray:
+    """Where ``opacity`` exceeds ``fraction`` of its maximum (all False when it is zero)."""
+    top = float(np.max(opacity)) if opacity.size else 0.0
+    if top <= 0.0:
+        return np.zeros(opacity.shape, bool)
+    return np.asarray(opacity > fraction * top)
+
+
+def mask_path(image_path) -> pathlib.Path:
+    """The lesion mask ``make_synthetic_chest_xrays(..., write_masks=True)`` wrote for an image
+    ``<root>/<split>/<CLASS>/<name>``: ``<root>/masks/<split>/<CLASS>/<stem>.png`` (absent for
+    NORMAL images).
+
+    Example:
+        >>> mask_path("data/test/PNEUMONIA/synthetic-person3_bacteria_41.jpeg").as_posix()
+        'data/masks/test/PNEUMONIA/synthetic-person3_bacteria_41.png'
+    """
+    image_path = pathlib.Path(image_path)
+    label, split, root = image_path.parent.name, image_path.parent.parent.name, \
+        image_path.parent.parent.parent
+    return root / MASKS_DIR / split / label / f"{image_path.stem}.png"
+
+
+def read_mask(image_path) -> np.ndarray:
+    """The lesion mask of an image written with ``write_masks=True``, as ``bool`` (H, W)."""
+    with Image.open(mask_path(image_path)) as mask:
+        return np.asarray(mask.convert("L")) > 127
 
 
 def _names(label, count, start, patients, rng, ext):
@@ -226,7 +277,7 @@ def _names(label, count, start, patients, rng, ext):
 
 def make_synthetic_chest_xrays(out_dir, num_train_per_class=60, num_test_per_class=20,
                                image_size=128, classes=DEFAULT_CLASSES, seed=0,
-                               image_format="jpeg") -> pathlib.Path:
+                               image_format="jpeg", write_masks=False) -> pathlib.Path:
     """Write a small synthetic chest X-ray data set in the Kermany folder layout.
 
     Files go to ``out_dir/train/<CLASS>/`` and ``out_dir/test/<CLASS>/``. Normal images
@@ -234,6 +285,12 @@ def make_synthetic_chest_xrays(out_dir, num_train_per_class=60, num_test_per_cla
     ``synthetic-person{patient}_{bacteria|virus|covid}_{k}.jpeg`` with 1 to 3 images per
     patient and no patient in both splits. Existing ``synthetic-*`` files in those class
     folders are replaced, so the same seed always yields byte-identical files.
+
+    With ``write_masks``, each abnormal image's lesion mask (``render_chest_xray``'s, where
+    the drawn opacity exceeds ``MASK_FRACTION`` of its maximum) is written as a 0 / 255 PNG to
+    ``out_dir/masks/<split>/<CLASS>/<image stem>.png`` (``mask_path``): outside the class
+    folders, so the data set reads the same, and none for NORMAL. The images are the same
+    with or without masks.
 
     Args:
         out_dir: Root folder (created with parents if missing).
@@ -243,6 +300,7 @@ def make_synthetic_chest_xrays(out_dir, num_train_per_class=60, num_test_per_cla
         classes: Class names, e.g. ``DEFAULT_CLASSES`` or ``MULTICLASS``.
         seed: Seed of the generator.
         image_format: ``"jpeg"`` (quality 92) or ``"png"``.
+        write_masks: Also write the lesion masks (for the pointing game).
 
     Returns:
         ``pathlib.Path(out_dir)``.
@@ -251,9 +309,11 @@ def make_synthetic_chest_xrays(out_dir, num_train_per_class=60, num_test_per_cla
         ValueError: On an unknown class, an unknown format or negative counts.
 
     Example:
-        >>> root = make_synthetic_chest_xrays("/tmp/cxr", 4, 2, image_size=64)
+        >>> root = make_synthetic_chest_xrays("/tmp/cxr", 4, 2, image_size=64, write_masks=True)
         >>> sorted(p.name for p in (root / "train").iterdir())
         ['NORMAL', 'PNEUMONIA']
+        >>> read_mask(next((root / "test" / "PNEUMONIA").iterdir())).shape
+        (64, 64)
     """
     classes = tuple(classes)
     for label in classes:
@@ -270,15 +330,35 @@ def make_synthetic_chest_xrays(out_dir, num_train_per_class=60, num_test_per_cla
         start = 1
         for s, (split, count) in enumerate((("train", num_train_per_class),
                                             ("test", num_test_per_class))):
-            folder = root / split / label
-            folder.mkdir(parents=True, exist_ok=True)
-            for stale in folder.glob("synthetic-*"):
-                stale.unlink()
+            folder = _fresh_folder(root / split / label)
+            masks = _mask_folder(root / MASKS_DIR / split / label,
+                                 write_masks and label != "NORMAL")
             names, patients = _names(label, count, start, patients,
                                      np.random.default_rng([seed, c, s, 999_999]), ext)
             for i, name in enumerate(names):
-                arr = render_chest_xray(np.random.default_rng([seed, c, s, i]), label, image_size)
+                arr, mask = render_chest_xray(np.random.default_rng([seed, c, s, i]), label,
+                                              image_size, return_mask=True)
                 options = {"quality": 92} if fmt == "JPEG" else {}
                 Image.fromarray(arr).save(folder / name, fmt, **options)
+                if masks is not None:
+                    Image.fromarray(mask.astype(np.uint8) * 255).save(
+                        masks / f"{pathlib.Path(name).stem}.png", "PNG")
             start += count
     return root
+
+
+def _mask_folder(folder: pathlib.Path, write: bool):
+    """The fresh mask folder when masks are written, else None (stale masks removed)."""
+    if write:
+        return _fresh_folder(folder)
+    if folder.is_dir():
+        _fresh_folder(folder)
+    return None
+
+
+def _fresh_folder(folder: pathlib.Path) -> pathlib.Path:
+    """``folder``, created, without the ``synthetic-*`` files an earlier run left there."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("synthetic-*"):
+        stale.unlink()
+    return folder
