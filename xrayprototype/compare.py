@@ -28,6 +28,7 @@ BAR_CHARTS = [
     ("best_val_accuracy", "best validation accuracy", 1.0),
     ("test_accuracy", "test accuracy", 1.0),
     ("test_roc_auc", "test ROC-AUC", 1.0),
+    ("test_ece", "test ECE (top-label confidence, binned)", 1.0),
     ("train_time_s", "training time (s)", 1.0),
     ("seconds_per_epoch", "time per epoch (s)", 1.0),
     ("peak_cpu_memory_mb", "peak CPU memory (MiB)", 1.0),
@@ -36,6 +37,8 @@ BAR_CHARTS = [
     ("eval_ms_per_image", "evaluation time per image (ms)", 1.0),
     ("latency_ms_per_image", "inference latency, batch of 1 (ms per image)", 1.0),
 ]
+#: bar charts drawn with an interval: column -> (low column, high column)
+ERROR_BARS = {"test_roc_auc": ("test_roc_auc_low", "test_roc_auc_high")}
 CURVES = [("train", "accuracy"), ("val", "accuracy"), ("train", "loss"), ("val", "loss")]
 
 
@@ -73,9 +76,23 @@ def experiment_row(paths: ExperimentPaths) -> Dict:
         if evaluation.get("seconds") and evaluation.get("num_images") else None,
         "latency_ms_per_image": model.get("latency_ms_per_image"),
     }
+    row.update(_uncertainty_columns(evaluation))
     for name, figures in (evaluation.get("per_class") or {}).items():
         row[f"test_recall_{name}"] = figures.get("recall")
     return row
+
+
+def _uncertainty_columns(evaluation: Dict) -> Dict:
+    """ECE, Brier, temperature and the ROC-AUC interval of a saved evaluation; None where an
+    older evaluation lacks them."""
+    calibration = evaluation.get("calibration") or {}
+    interval = ((evaluation.get("intervals") or {}).get("roc_auc") or {}).get("interval") \
+        or [None, None]
+    strategy = calibration.get("strategy")
+    return {"test_ece": calibration.get("ece"), "test_brier": calibration.get("brier"),
+            "test_ece_bins": f"{calibration['bins']} {strategy}" if strategy else None,
+            "test_temperature": calibration.get("temperature"),
+            "test_roc_auc_low": interval[0], "test_roc_auc_high": interval[1]}
 
 
 class compare(NamedCollection):  # noqa: N801  (Monk's spelling is the public API)
@@ -132,9 +149,11 @@ class compare(NamedCollection):  # noqa: N801  (Monk's spelling is the public AP
             best_val_roc_auc, final_train_accuracy, train_time_s, seconds_per_epoch,
             train_images_per_s, peak_cpu_memory_mb, peak_gpu_memory_mb, num_parameters,
             trainable_parameters, the last evaluation's test_accuracy, test_roc_auc,
-            test_pr_auc, test_images, test_decision_rule, test_tta and
-            test_recall_<class>, eval_ms_per_image and latency_ms_per_image; a figure an
-            experiment lacks is None.
+            test_pr_auc, test_images, test_decision_rule, test_tta, test_ece (top-label,
+            binned as test_ece_bins says), test_brier, test_temperature, test_roc_auc_low and
+            test_roc_auc_high (its 95% bootstrap interval) and test_recall_<class>,
+            eval_ms_per_image and latency_ms_per_image; a figure an experiment lacks (e.g.
+            one evaluated before a version that stored it) is None.
 
         Example:
             >>> table = ctf.Generate_Statistics()
@@ -195,7 +214,8 @@ def _bar_plots(table, folder: Path) -> List[Path]:
             continue
         values = [0.0 if v is None or v != v else v * scale for v in table[column]]
         fig, axis = plt.subplots(figsize=(max(5, 1.3 * len(labels) + 2), 4))
-        bars = axis.bar(range(len(labels)), values, color="tab:blue")
+        bars = axis.bar(range(len(labels)), values, color="tab:blue",
+                        yerr=_error_bars(table, column, values, scale), capsize=4)
         axis.bar_label(bars, fmt="%.3g", fontsize=8)
         axis.set_xticks(range(len(labels)), labels, rotation=25, ha="right", fontsize=8)
         axis.set_title(title)
@@ -205,6 +225,17 @@ def _bar_plots(table, folder: Path) -> List[Path]:
         plt.close(fig)
         written.append(path)
     return written
+
+
+def _error_bars(table, column: str, values: List[float], scale: float):
+    """(2, n) distances below and above each bar to its interval, 0 where none is stored."""
+    if column not in ERROR_BARS or any(c not in table for c in ERROR_BARS[column]):
+        return None
+    low, high = (table[c] for c in ERROR_BARS[column])
+    spans = [[0.0, 0.0] if lo is None or hi is None or lo != lo or hi != hi
+             else [max(0.0, v - lo * scale), max(0.0, hi * scale - v)]
+             for v, lo, hi in zip(values, low, high)]
+    return [[s[0] for s in spans], [s[1] for s in spans]] if spans else None
 
 
 def _write_html(table, plots: List[Path], path: Path, name: str) -> None:

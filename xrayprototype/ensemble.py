@@ -1,10 +1,12 @@
 """``ensemble``: saved experiments evaluated and used as one model.
 
 Members are trained experiments sharing their classes; they may differ in backend, model and
-input size (each predicts with its own preprocessing). Their class probabilities are averaged,
-equally or with weights tuned on the validation split they share. Evaluation, thresholds and
-inference reuse the experiments' prediction (``Experiment.predict_records``) and the shared
-evaluation code, and land in ``<workspace>/ensembles/<name>/`` (``ensemble.json``, ``logs/``).
+input size (each predicts with its own preprocessing, and with its own temperature when
+``Calibrate`` fitted one). Their class probabilities are averaged, equally or with weights
+tuned on the validation split they share. Evaluation, thresholds and inference reuse the
+experiments' prediction (``Experiment.predict_records``, which applies that temperature) and
+the shared evaluation code, and land in ``<workspace>/ensembles/<name>/`` (``ensemble.json``,
+``logs/``).
 
 Example:
     >>> from xrayprototype import ensemble
@@ -426,7 +428,8 @@ class ensemble(NamedCollection):  # noqa: N801  (Monk's spelling is the public A
         count = len(probabilities)
         metrics.update(dataset=records.origin, seconds=seconds,
                        members=["/".join(m) for m in self.state["members"]],
-                       weights=self.state["weights"] or [1.0 / count] * count)
+                       weights=self.state["weights"] or [1.0 / count] * count,
+                       member_temperatures=[m.temperature for m in self._opened()])
         self.state["evaluation"] = metrics
         self._save()
         self._say(f"ensemble {self.name} of {len(probabilities)} experiments, weights "

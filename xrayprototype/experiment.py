@@ -380,9 +380,12 @@ class Experiment:
 
     # ----------------------------------------------------------------- prediction
     def predict_records(self, split: str, records: ImageRecords, on_corrupt: Optional[str] = None,
-                        tta: bool = False):
+                        tta: bool = False, calibrated: bool = True):
         """(probabilities, labels, indices) of every decodable image of ``records``, with the
-        weights in memory; with ``tta`` the mean over each image and its mirror image."""
+        weights in memory; with ``tta`` the mean over each image and its mirror image. The
+        one place the fitted temperature (``calibrate``) is applied, unless ``calibrated`` is
+        False (the backend's own softmax output)."""
+        from .calibration import apply_temperature
         from .evaluation import predict_with_tta
 
         probabilities, labels, indices = [], [], []
@@ -394,20 +397,31 @@ class Experiment:
             indices.append(batch.indices)
         if not probabilities:
             raise ExperimentError(f"no image of {records.origin} could be decoded.")
-        return np.concatenate(probabilities), np.concatenate(labels), np.concatenate(indices)
+        probabilities = np.concatenate(probabilities)
+        if calibrated and self.temperature is not None:
+            probabilities = apply_temperature(probabilities, self.temperature)
+        return probabilities, np.concatenate(labels), np.concatenate(indices)
 
     def evaluate(self, tta: bool = False) -> Dict:
         """Metrics of the best model on the evaluation records (with the decision threshold
-        when one is set); saves plots, predictions CSV, latency and state."""
+        and the temperature when set; calibration before and after it, bootstrap intervals
+        seeded by the train seed); saves plots, predictions CSV, latency and state."""
+        from .calibration import apply_temperature
         from .evaluation import evaluate_predictions
 
         self.ready_for_prediction()
         records = self.eval_records
         started = time.perf_counter()
-        probabilities, labels, indices = self.predict_records("eval", records, tta=tta)
+        raw, labels, indices = self.predict_records("eval", records, tta=tta, calibrated=False)
+        probabilities = apply_temperature(raw, self.temperature)
         seconds = time.perf_counter() - started
         metrics = evaluate_predictions(probabilities, labels, [records.paths[i] for i in indices],
-                                       self.classes, self.paths.logs, self.decision_threshold, tta)
+                                       self.classes, self.paths.logs, self.decision_threshold, tta,
+                                       self.config.train.seed, self.temperature, raw)
+        fit = self.state.get("calibration") or {}
+        if fit:
+            metrics["calibration"].update(fitted_on=fit["fitted_on"],
+                                          fit_num_images=fit["num_images"], fit_tta=fit["tta"])
         metrics.update(dataset=records.origin, seconds=seconds,
                        skipped_files=self.stores.skipped("eval"),
                        model_best_epoch=self.state.get("summary", {}).get("best_epoch"))
@@ -438,8 +452,8 @@ class Experiment:
 
         files = [str(f) for f in image_files(img_name, img_dir)]
         probabilities = self.predict_files(files, tta=tta)
-        return [prediction_result(f, p, self.classes, self.decision_threshold, return_raw)
-                for f, p in zip(files, probabilities)]
+        return [prediction_result(f, p, self.classes, self.decision_threshold, return_raw,
+                                  self.temperature) for f, p in zip(files, probabilities)]
 
     def measure_latency(self) -> Dict:
         """Median inference time of one image at the experiment's input size (batch of 1,
@@ -467,9 +481,9 @@ class Experiment:
             self.state["decision_threshold"] = decision
         self.save_state()
 
-    def validation_records(self) -> ImageRecords:
+    def validation_records(self, purpose: str = "a threshold is chosen") -> ImageRecords:
         """The validation split the experiment was trained with (re-derived from its saved
-        data settings and seed when the data is not loaded)."""
+        data settings and seed when the data is not loaded); ``purpose`` words the errors."""
         data = self.data
         if data is None:
             try:
@@ -477,15 +491,14 @@ class Experiment:
             except (XrayPrototypeError, OSError) as err:
                 raise ExperimentError(
                     f"cannot read this experiment's validation split from "
-                    f"{self.config.data.dataset_path} ({err}); a threshold is chosen on the "
-                    "validation images the model was trained with, so they must still be "
-                    "there.") from err
+                    f"{self.config.data.dataset_path} ({err}); {purpose} on the validation "
+                    "images the model was trained with, so they must still be there.") from err
             if data.classes != self.classes:
                 raise ExperimentError(f"the training data now has classes {data.classes}, the "
                                       f"model was trained on {self.classes}.")
         if len(data.val) == 0:
-            raise ExperimentError("this experiment has no validation split; train it with a "
-                                  "validation folder or split < 1 to choose a threshold.")
+            raise ExperimentError(f"this experiment has no validation split, and {purpose} on "
+                                  "it; train it with a validation folder or trainval_split < 1.")
         return data.val
 
     def select_threshold(self, method: str = "youden", target: Optional[float] = 0.95,
@@ -501,5 +514,36 @@ class Experiment:
         probabilities, labels, _ = self.predict_records("val", records, tta=tta)
         decision = choose_threshold(self.classes, probabilities, labels, method, target,
                                     positive_class, tta)
+        if self.temperature is not None:
+            decision.update(calibrated=True, temperature=self.temperature)
         self.set_decision_threshold(decision)
         return decision
+
+    # ----------------------------------------------------------------- calibration
+    @property
+    def temperature(self) -> Optional[float]:
+        """The temperature every prediction is scaled by (``calibrate``), or None."""
+        return (self.state.get("calibration") or {}).get("temperature")
+
+    def calibrate(self, tta: bool = False, reset: bool = False) -> Optional[Dict]:
+        """Fit the temperature on the validation split (never the evaluation set) with the
+        best model's uncalibrated probabilities, keep it in ``state["calibration"]`` (every
+        later prediction applies it), and choose a validation-chosen decision threshold again
+        on the probabilities now in use (same method and target; a hand-set one is kept).
+        ``reset`` removes the temperature instead. Returns the calibration record or None."""
+        from .calibration import temperature_record
+
+        self.ready_for_prediction()
+        if reset:
+            self.state.pop("calibration", None)
+        else:
+            records = self.validation_records("the temperature is fitted")
+            raw, labels, _ = self.predict_records("val", records, tta=tta, calibrated=False)
+            self.state["calibration"] = dict(temperature_record(raw, labels, tta),
+                                             fitted_at=st.now())
+        decision = self.decision_threshold
+        if decision and decision.get("chosen_on") == "validation":
+            self.select_threshold(decision["method"], decision.get("target") or 0.95,
+                                  decision["positive_class"], bool(decision.get("tta")))
+        self.save_state()
+        return self.state.get("calibration")

@@ -1,5 +1,6 @@
-"""The facade's evaluation verbs: ``Evaluate``, ``Infer``, ``Select_Threshold`` and
-``update_decision_threshold``. The work is done by ``Experiment`` and ``evaluation``."""
+"""The facade's evaluation verbs: ``Evaluate``, ``Infer``, ``Select_Threshold``,
+``update_decision_threshold`` and ``Calibrate``. The work is done by ``Experiment``,
+``evaluation`` and ``calibration``."""
 from typing import Dict, List, Optional, Tuple, Union
 
 from .errors import ExperimentError
@@ -15,13 +16,20 @@ class EvaluationVerbs(FacadeBase):
     def Evaluate(self, tta: bool = False) -> Tuple[float, Dict]:
         """Accuracy (%) and Monk's per-class dict on the evaluation set; prints a clinical
         report (accuracy beside the majority-class baseline; per-class precision, recall =
-        sensitivity, specificity, F1, support; averages; ROC-AUC, PR-AUC; confusion matrix),
-        stores every figure in ``experiment.json`` and writes ``logs/confusion_matrix.png``,
-        ``logs/roc.png`` and ``logs/predictions.csv``.
+        sensitivity, specificity, F1, support; averages; ROC-AUC, PR-AUC; confusion matrix;
+        95% intervals of accuracy, sensitivity, specificity, ROC-AUC and PR-AUC by a
+        stratified bootstrap of 1000 resamples seeded by the train seed; calibration: ECE of
+        the top-label confidence in 15 equal-mass bins and the Brier score, before and after
+        the temperature when ``Calibrate`` fitted one), stores every figure in
+        ``experiment.json`` (``evaluation``, with ``calibration`` and ``intervals``) and
+        writes ``logs/confusion_matrix.png``, ``logs/roc.png``, ``logs/reliability.png`` and
+        ``logs/predictions.csv``.
 
         Without an evaluation set (``Dataset_Params`` + ``Dataset`` in eval_infer mode) the
         best model is evaluated on the validation split. A decision threshold set by
         ``Select_Threshold`` / ``update_decision_threshold`` decides the predicted class.
+        Sensitivity and specificity are those of the positive class for two classes, the
+        macro averages over classes otherwise.
 
         Args:
             tta: test-time augmentation, the mean probability of each image and its
@@ -50,7 +58,8 @@ class EvaluationVerbs(FacadeBase):
     def Infer(self, img_name: Optional[str] = None, img_dir: Optional[str] = None,
               return_raw: bool = False, tta: bool = False) -> Union[Dict, List[Dict]]:
         """Predict one image (``img_name``) or every image of a folder (``img_dir``) with the
-        best saved weights and the decision threshold, when one is set.
+        best saved weights, the temperature (``Calibrate``) and the decision threshold, when
+        they are set.
 
         Args:
             img_name: an image file.
@@ -61,8 +70,8 @@ class EvaluationVerbs(FacadeBase):
         Returns:
             ``{"img_name", "predicted_class", "score", "probabilities": {class: p}}``
             (``score``: the predicted class's probability; plus ``decision_threshold`` when
-            one decides, ``raw`` with return_raw); for ``img_dir`` a list of them, sorted by
-            file name.
+            one decides, ``temperature`` when the probabilities are calibrated, ``raw`` with
+            return_raw); for ``img_dir`` a list of them, sorted by file name.
 
         Example:
             >>> gtf.Infer(img_name="chest_xray/test/NORMAL/IM-0001-0001.jpeg")["predicted_class"]
@@ -126,3 +135,49 @@ class EvaluationVerbs(FacadeBase):
             decision_record(experiment.classes, threshold, positive_class, "manual")
         experiment.set_decision_threshold(decision)
         self._say(f"decision: {decision_rule(decision)}")
+
+    def Calibrate(self, tta: bool = False, reset: bool = False) -> Optional[Dict]:
+        """Temperature scaling: fit one temperature T on the VALIDATION split (never the
+        evaluation set) by minimising the negative log-likelihood of the best model's
+        probabilities, and save it with the experiment; Evaluate, Infer, Select_Threshold and
+        ensembles then use the calibrated probabilities ``softmax(log p / T)`` (the most
+        probable class never changes). A threshold chosen by ``Select_Threshold`` is chosen
+        again on the calibrated probabilities (same method and target); a hand-set one is
+        kept. A new training run removes the temperature.
+
+        Args:
+            tta: fit on test-time-augmented probabilities (then evaluate with tta too).
+            reset: remove the temperature instead (a chosen threshold is chosen again on the
+                uncalibrated probabilities).
+
+        Returns:
+            ``{"temperature", "fitted_on": "validation", "num_images", "nll_before",
+            "nll_after", "ece_before", "ece_after", "brier_before", "brier_after", "bins",
+            "strategy", "tta", "fitted_at"}`` (ECE of the top-label confidence in 15
+            equal-mass bins); None after ``reset=True``.
+
+        Example:
+            >>> gtf.Prototype("Pneumonia", "resnet18", eval_infer=True)
+            >>> gtf.Calibrate()["temperature"]
+            >>> gtf.Calibrate(reset=True)
+        """
+        experiment = self._require_experiment()
+        before = experiment.decision_threshold
+        record = experiment.calibrate(tta=tta, reset=reset)
+        if record is None:
+            self._say("temperature removed: predictions use the model's own probabilities")
+        else:
+            self._say(f"temperature T={record['temperature']:.3f} fitted on "
+                      f"{record['num_images']} validation images: NLL {record['nll_before']:.4f}"
+                      f" -> {record['nll_after']:.4f}, ECE {record['ece_before']:.4f} -> "
+                      f"{record['ece_after']:.4f} ({record['bins']} "
+                      f"{record['strategy'].replace('_', '-')} bins), Brier "
+                      f"{record['brier_before']:.4f} -> {record['brier_after']:.4f}")
+        decision = experiment.decision_threshold
+        if decision and decision.get("chosen_on") == "validation":
+            kind = "calibrated" if record else "uncalibrated"
+            self._say(f"decision threshold chosen again on the {kind} validation "
+                      f"probabilities: {decision_rule(before)} -> {decision_rule(decision)}")
+        elif decision:
+            self._say(f"the hand-set decision threshold {decision_rule(decision)} is kept")
+        return record

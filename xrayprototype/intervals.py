@@ -16,6 +16,8 @@ import numpy as np
 #: the defaults every interval in a report uses (stated with each interval)
 RESAMPLES, LEVEL = 1000, 0.95
 METHOD = "stratified bootstrap, percentile"
+#: resamples a batched statistic sees per call (bounds its temporary arrays)
+BATCH = 250
 
 
 def stratified_resamples(labels: np.ndarray, resamples: int = RESAMPLES,
@@ -43,7 +45,7 @@ def stratified_resamples(labels: np.ndarray, resamples: int = RESAMPLES,
 
 def bootstrap_interval(statistic: Callable[..., Optional[float]], labels: np.ndarray,
                        *arrays: np.ndarray, resamples: int = RESAMPLES, level: float = LEVEL,
-                       seed: int = 0) -> Dict:
+                       seed: int = 0, batched: bool = False) -> Dict:
     """The point estimate of ``statistic(labels, *arrays)`` and its stratified bootstrap
     percentile interval.
 
@@ -54,6 +56,9 @@ def bootstrap_interval(statistic: Callable[..., Optional[float]], labels: np.nda
         resamples: bootstrap resamples (1000 by default).
         level: the interval's coverage, e.g. 0.95.
         seed: the resampling seed; the same seed gives the same interval.
+        batched: ``statistic`` is vectorised: it takes arrays with one more leading axis
+            (one row per resample, ``BATCH`` rows at a time) and returns one value per row
+            (NaN where undefined). The same resamples as unbatched, far fewer calls.
 
     Returns:
         ``{"estimate", "interval": [low, high], "level", "resamples", "method", "seed"}``;
@@ -64,13 +69,19 @@ def bootstrap_interval(statistic: Callable[..., Optional[float]], labels: np.nda
     """
     labels = np.asarray(labels)
     arrays = tuple(np.asarray(a) for a in arrays)
-    estimate = statistic(labels, *arrays)
+    if batched:
+        estimate = float(statistic(labels[None], *(a[None] for a in arrays))[0])
+        estimate = estimate if np.isfinite(estimate) else None
+    else:
+        estimate = statistic(labels, *arrays)
     values = []
     if estimate is not None and len(labels):
-        for row in stratified_resamples(labels, resamples, seed):
+        rows = stratified_resamples(labels, resamples, seed)
+        chunks = [rows[k:k + BATCH] for k in range(0, len(rows), BATCH)] if batched else rows
+        for row in chunks:
             value = statistic(labels[row], *(a[row] for a in arrays))
-            if value is not None and np.isfinite(value):
-                values.append(float(value))
+            got = np.atleast_1d(np.asarray(np.nan if value is None else value, dtype=float))
+            values.extend(got[np.isfinite(got)].tolist())
     interval = None
     if values:
         tail = 100.0 * (1.0 - float(level)) / 2.0

@@ -1,10 +1,10 @@
-"""PNG plots of an experiment: training curves, confusion matrix, ROC curve.
+"""PNG plots of an experiment: training curves, confusion matrix, ROC curve, reliability diagram.
 
 matplotlib is imported inside each function (with the non-interactive Agg backend) so that
 ``import xrayprototype`` stays light.
 """
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -81,6 +81,40 @@ def roc_plot(y_true, probabilities, classes: List[str], path: Path) -> Path:
     axis.set_ylabel("sensitivity")
     axis.set_title("ROC")
     axis.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def reliability_plot(bins: List[Dict], path: Path, calibration: Dict,
+                     before: Optional[List[Dict]] = None) -> Path:
+    """Reliability diagram: accuracy against mean top-label confidence per bin
+    (``calibration.calibration_bins``), marker area by the bin's image count, the diagonal
+    of perfect calibration; ``before`` adds the bins before temperature scaling."""
+    plt = _pyplot()
+    fig, axis = plt.subplots(figsize=(5, 5))
+    axis.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfectly calibrated")
+    largest = max([b["count"] for b in bins + (before or [])] + [1])
+    series = [("before temperature scaling", before, "tab:orange")] if before else []
+    label = "after temperature scaling" if before else "model"
+    for name, rows, color in series + [(label, bins, "tab:blue")]:
+        confidence = [b["confidence"] for b in rows]
+        accuracy = [b["accuracy"] for b in rows]
+        axis.plot(confidence, accuracy, color=color, label=name)
+        axis.scatter(confidence, accuracy, s=[20 + 180 * b["count"] / largest for b in rows],
+                     color=color, alpha=0.7)
+    axis.set_xlim(0, 1.02)
+    axis.set_ylim(0, 1.02)
+    axis.set_xlabel("mean confidence (top-label probability)")
+    axis.set_ylabel("accuracy")
+    strategy = calibration["strategy"].replace("_", "-")
+    before_ece = calibration.get("ece_uncalibrated")
+    ece = f"{before_ece:.3f} -> " if before and before_ece is not None else ""
+    axis.set_title(f"reliability: ECE {ece}{calibration['ece']:.3f} ({calibration['bins']} "
+                   f"{strategy} bins)", fontsize=10)
+    axis.legend(loc="upper left", fontsize=8)
+    axis.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

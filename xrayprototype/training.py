@@ -228,6 +228,11 @@ class TrainingRun:
                                             "started again")
             self.report("the decision threshold was chosen for the earlier weights and is "
                         "removed; choose one again with Select_Threshold() after training")
+        if state.pop("calibration", None):
+            experiment.supersede_evaluation("its temperature was removed when training "
+                                            "started again")
+            self.report("the temperature was fitted to the earlier weights and is removed; "
+                        "fit it again with Calibrate() after training")
         if not self.resume:
             if state.get("status") != st.STATUS_CREATED:
                 archived = experiment.archive_previous_run()
