@@ -105,6 +105,47 @@ def test_models_train_and_predict_at_32_px(name):
     assert backend.predict(images).shape == (4, 3)
 
 
+@pytest.mark.parametrize("name, default, channels, features", [
+    ("squeezenet1_1", "features.12", 512, 512), ("mobilenet_v3_small", "features.16", 576, 1280),
+    ("densenet121", "features.12", 1024, 1024), ("gluoncv/resnet18_v1b", "layer4", 512, 512)])
+def test_explanation_layers_are_dotted_child_paths_ending_before_global_pooling(
+        name, default, channels, features):
+    """The chain of blocks opens ``features``; the layers after mobilenet_v3's global pool
+    (a 1x1 convolution) and squeezenet's closing Dropout are not explanation layers."""
+    backend = _backend(name, num_classes=3)
+    images, _ = _batch(2, size=64)
+    layers = backend.spatial_layers()
+    assert layers[-1] == default and "features" not in layers
+    result = backend.layer_gradients(images, np.array([0, 2]))
+    assert result.layer == default and result.activations.shape[:2] == (2, channels)
+    np.testing.assert_allclose(result.probabilities, backend.predict(images), atol=1e-5)
+    assert backend.penultimate_features(images).shape == (2, features)
+
+
+def test_layer_gradients_leave_gradients_and_grad_req_as_they_were():
+    backend = _backend()
+    images, labels = _batch(size=64)
+    backend.train_step(images, labels)
+    params = backend.net.collect_params().values()
+    before = [(p.grad_req, p.grad().asnumpy().copy() if p.grad_req != "null" else None)
+              for p in params]
+    backend.layer_gradients(images, labels, layer="features.5")
+    backend.penultimate_features(images)
+    for param, (grad_req, grad) in zip(params, before):
+        assert param.grad_req == grad_req
+        assert grad is None or np.array_equal(param.grad().asnumpy(), grad), param.name
+
+
+def test_a_model_whose_forward_is_no_chain_of_blocks_is_refused_for_explanations():
+    """darknet53 pools functionally between ``features`` and ``output``."""
+    backend = _backend("gluoncv/darknet53")
+    assert backend.spatial_layers() == []
+    with pytest.raises(ConfigError, match="not a chain of blocks.*'resnet18'"):
+        backend.layer_gradients(*_batch(2, size=64))
+    with pytest.raises(ConfigError, match="not a chain of blocks"):
+        backend.penultimate_features(_batch(2, size=64)[0])
+
+
 def test_missing_pretrained_weights_raise_naming_the_file(monkeypatch, tmp_path):
     mx, gluoncv = _frameworks()
 

@@ -5,14 +5,16 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from xrayprototype.backend import Backend, Capabilities
+from xrayprototype.backend import (Backend, Capabilities, LayerGradients,
+                                   check_explanation_layer)
 from xrayprototype.config import ModelConfig, OptimConfig
 from xrayprototype.errors import ExperimentError
 
+from . import explain
 from ._compat import import_gluoncv, import_mxnet
 from .losses import LOSS_NAMES, ClassificationLoss
-from .models import (NATIVE_PREFIX, base_layers, create_model, freeze_first, head_parameters,
-                     inferred_shapes, model_table)
+from .models import (NATIVE_PREFIX, base_layers, create_model, freeze_first, head_name,
+                     head_parameters, inferred_shapes, model_table)
 from .optimizers import OPTIMIZER_NAMES, create_optimizer, load_states, save_states
 
 mx = import_mxnet()
@@ -48,6 +50,7 @@ class GluonBackend(Backend):
         self.trainer: Optional[mx.gluon.Trainer] = None
         self.loss_fn: Optional[ClassificationLoss] = None
         self.ctx = mx.cpu()
+        self._chain: Optional[explain.Chain] = None
 
     @property
     def model(self):
@@ -67,7 +70,8 @@ class GluonBackend(Backend):
         devices = ("cpu", "gpu") if _gpu_count() else ("cpu",)
         return Capabilities(model_table(), tuple(OPTIMIZER_NAMES), LOSS_NAMES, "NCHW",
                             NATIVE_PREFIX, devices, soft_targets=True, layer_freezing=True,
-                            discriminative_lr=True, input_channels=(3,))
+                            discriminative_lr=True, input_channels=(3,),
+                            explanations=True)
 
     def build_model(self, config: ModelConfig, num_classes: int) -> Dict:
         self.ctx = mx.gpu(0) if config.use_gpu and _gpu_count() else mx.cpu()
@@ -75,7 +79,7 @@ class GluonBackend(Backend):
         net.collect_params().reset_ctx(self.ctx)
         self._shapes = inferred_shapes(net, 224)
         net.hybridize(static_alloc=True, static_shape=True)
-        self.net, self.trainer, self.loss_fn = net, None, None
+        self.net, self.trainer, self.loss_fn, self._chain = net, None, None, None
         return {"num_parameters": self._count(False), "trainable_parameters": self._count(True),
                 "device": str(self.ctx)}
 
@@ -190,3 +194,26 @@ class GluonBackend(Backend):
         last; a parameter sized by the input (VGG's first Dense) appears after a first batch."""
         return [(name, param.data(self.ctx).asnumpy())
                 for name, param in self.net.collect_params().items() if param._data is not None]
+
+    # ----------------------------------------------------------------- explanations
+    def _explain_chain(self) -> "explain.Chain":
+        """The network as the chain of blocks its forward calls (traced once per model)."""
+        if self._chain is None:
+            self._chain = explain.decompose(self.net, self.net._children[head_name(self.net)])
+        return self._chain
+
+    def spatial_layers(self) -> List[str]:
+        """Dotted child paths ("features.7" is resnet18's last stage), input side first."""
+        return list(self._explain_chain().spatial)
+
+    def layer_gradients(self, images: np.ndarray, class_indices: np.ndarray,
+                        layer: Optional[str] = None) -> LayerGradients:
+        explain.require_chain(self._explain_chain(), self.net)
+        layer = check_explanation_layer(self.spatial_layers(), layer)
+        x, _ = self._arrays(images)
+        return explain.layer_gradients(self._explain_chain(), x, class_indices, layer)
+
+    def penultimate_features(self, images: np.ndarray) -> np.ndarray:
+        explain.require_chain(self._explain_chain(), self.net)
+        x, _ = self._arrays(images)
+        return explain.penultimate_features(self._explain_chain(), x)
