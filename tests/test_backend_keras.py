@@ -147,6 +147,32 @@ def test_frozen_base_trains_only_the_head_and_keeps_batchnorm_statistics(backend
     assert not np.allclose(head_before, backend.model.get_layer("head").get_weights()[0])
 
 
+def test_explanations_of_a_frozen_application_model(backend):
+    channels = 1280
+    _build(backend, "mobilenet_v2", freeze=True)
+    layers = backend.spatial_layers()
+    assert layers[0] == "Conv1" and layers[-1] == "out_relu"
+    images, _ = _batch(64, n=2)
+    result = backend.layer_gradients(images, np.array([0, 1]))
+    assert result.activations.shape == result.gradients.shape == (2, channels, 2, 2)
+    np.testing.assert_allclose(result.probabilities, backend.predict(images), atol=1e-5)
+    middle = backend.layer_gradients(images, np.array([1, 0]), layer=layers[len(layers) // 2])
+    assert middle.activations.shape[2] > 2 and np.abs(middle.gradients).sum() > 0
+    assert backend.penultimate_features(images).shape == (2, channels)
+
+
+def test_explanation_layers_leave_out_squeeze_excitation_vectors_and_input_scaling(backend):
+    _build(backend, "efficientnet_b0")
+    layers = backend.spatial_layers()
+    assert layers[-1] == "top_activation" and "block1a_se_excite" in layers
+    base = backend.model.get_layer("efficientnetb0")
+    scaling = {layer.name for layer in base.layers
+               if type(layer).__name__ in ("Rescaling", "Normalization")}
+    assert len(scaling) == 2 and not scaling & set(layers)
+    assert not {"block1a_se_reshape", "block1a_se_reduce", "stem_conv_pad",
+                "block2b_drop"} & set(layers)
+
+
 @pytest.mark.parametrize("optimizer", ["sgd", "nesterov_sgd", "adam", "adamw", "rmsprop",
                                        "adagrad", "adadelta", "adamax"])
 def test_every_optimizer_steps(backend, optimizer):

@@ -4,11 +4,13 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from xrayprototype.backend import Backend, Capabilities
+from xrayprototype.backend import (Backend, Capabilities, LayerGradients,
+                                   check_explanation_layer)
 from xrayprototype.config import ModelConfig, OptimConfig
 from xrayprototype.errors import ConfigError, ExperimentError
 
 from ._compat import setup_tensorflow
+from .explain import Explainer
 from .losses import LOSS_NAMES, ClassificationLoss
 from .models import base_layers, create_model, freeze_first, model_table, parameter_count
 from .optimizers import DECOUPLED_DECAY, OPTIMIZER_NAMES, create_optimizer
@@ -39,6 +41,7 @@ class KerasBackend(Backend):
         self._fixed_size: Optional[Tuple[int, int]] = None
         self._seed: Optional[int] = None
         self._train_fn = self._eval_fn = self._predict_fn = None
+        self._explainer: Optional[Explainer] = None
 
     @classmethod
     def framework_versions(cls) -> Dict[str, str]:
@@ -50,7 +53,7 @@ class KerasBackend(Backend):
             KerasBackend._capabilities = Capabilities(
                 model_table(), OPTIMIZER_NAMES, LOSS_NAMES, "NHWC", None,
                 ("cpu", "gpu") if gpus else ("cpu",), soft_targets=True, layer_freezing=True,
-                discriminative_lr=True, input_channels=(3,))
+                discriminative_lr=True, input_channels=(3,), explanations=True)
         return KerasBackend._capabilities
 
     def build_model(self, config: ModelConfig, num_classes: int) -> Dict:
@@ -64,6 +67,7 @@ class KerasBackend(Backend):
         size = tuple(self.model.input_shape[1:3])
         self._fixed_size = None if None in size else size
         self.optimizer, self.base_optimizer, self.loss_fn = None, None, None
+        self._explainer = None          # sub-models of the previous model are stale
         self._compile_functions()
         return {"num_parameters": parameter_count(self.model),
                 "trainable_parameters": self._trainable_count(), "device": "gpu" if gpu else "cpu"}
@@ -194,6 +198,27 @@ class KerasBackend(Backend):
         self._check_size(images)
         with tf.device(self.device):
             return self._predict_fn(tf.constant(images)).numpy().astype(np.float64)
+
+    # ------------------------------------------------------------------ explanations
+    def _explain(self) -> Explainer:
+        if self._explainer is None:
+            self._explainer = Explainer(self.model, self.device)
+        return self._explainer
+
+    def spatial_layers(self) -> List[str]:
+        """Layers of the base network by the base's own names (``base.get_layer``), e.g.
+        ``conv5_block3_out`` last for resnet50; see ``explain``."""
+        return self._explain().spatial_layers()
+
+    def layer_gradients(self, images: np.ndarray, class_indices: np.ndarray,
+                        layer: Optional[str] = None) -> LayerGradients:
+        layer = check_explanation_layer(self.spatial_layers(), layer)
+        self._check_size(images)
+        return self._explain().layer_gradients(images, class_indices, layer)
+
+    def penultimate_features(self, images: np.ndarray) -> np.ndarray:
+        self._check_size(images)
+        return self._explain().penultimate_features(images)
 
     # ------------------------------------------------------------------ persistence
     def save(self, stem: Path, with_optimizer: bool = False) -> List[Path]:
