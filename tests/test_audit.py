@@ -1,8 +1,8 @@
 """The shortcut audit: a label predictable from metadata alone is flagged, with the feature
 group that carries it; data without such a difference is not; folds keep patients together;
-folders, CSVs, npz files and lists of files all work; the verb works right after Dataset()
-and in a new process after eval_infer=True; empty and single-class data are refused clearly.
-All data is generated."""
+folders, CSVs, npz files, DICOM tags and lists of files all work; the verb works right after
+Dataset() and in a new process after eval_infer=True; empty and single-class data are refused
+clearly. All data is generated."""
 import json
 import shutil
 
@@ -154,6 +154,41 @@ def test_csv_data_with_a_patient_column(tmp_path):
                                   group_column="patient")
     assert result["warning"] and result["leaking_group"] == "border"
     assert result["cv"]["patients"] == 20
+
+
+def _write_dicom(path, pixels, manufacturer):
+    pydicom = pytest.importorskip("pydicom")
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = pydicom.dataset.FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = pydicom.dataset.Dataset()
+    ds.file_meta, ds.SOPClassUID = meta, meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.Manufacturer, ds.ViewPosition = "DX", manufacturer, "PA"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelSpacing = [0.2, 0.2]
+    ds.PixelData = pixels.astype(np.uint16).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+
+
+def test_dicom_tags_are_audited(tmp_path):
+    rng = np.random.default_rng(0)
+    files, labels = [], []
+    for k in range(40):
+        label, maker = ("NORMAL", "ACME") if k % 2 else ("PNEUMONIA", "BETA")
+        files.append(tmp_path / f"{label}-{k}.dcm")
+        labels.append(label)
+        _write_dicom(files[-1], rng.integers(0, 4000, (32, 32)), maker)
+    result, table = audit.audit_files(files, labels, resamples=100)
+    assert set(table["dicom_manufacturer"]) == {"ACME", "BETA"}
+    assert set(table["format"]) == {"DICOM"} and set(table["bit_depth"]) == {12.0}
+    assert result["warning"] and result["leaking_group"] == "dicom"
+    assert result["top_features"][0]["feature"] == "dicom_manufacturer"
 
 
 def test_empty_and_single_class_data_are_refused(tmp_path):
