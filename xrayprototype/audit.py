@@ -305,6 +305,23 @@ def explanation_summary(csv_path) -> Dict:
             "share_of_images_above_half": float((share > 0.5).mean())}
 
 
+#: features that also depend on what the image shows: a compressed file's size (opacities
+#: change how well a JPEG compresses) and the border pixels (anatomy can reach the edges)
+CONTENT_DEPENDENT = ("file_size_kb", "bytes_per_pixel")
+
+
+def content_caveat(result: Dict) -> str:
+    """A caution when the strongest carriers also depend on image content, else ''."""
+    carriers = result["top_features"][:3]
+    if not carriers or not all(r["feature"] in CONTENT_DEPENDENT or r["group"] == BORDER
+                               for r in carriers):
+        return ""
+    return (" Note: these features (file size, border pixels) also depend on what the image "
+            "shows, so part of the signal may be the disease itself; compare the classes in "
+            "shortcut_audit.png and look where Explain's heatmaps fall (outside_lung_share) "
+            "before concluding it is a shortcut.")
+
+
 def warning_message(result: Dict) -> str:
     """One sentence: the warning and what to do, or why there is none."""
     auc, level = result["auc"], result["warning_level"]
@@ -321,7 +338,7 @@ def warning_message(result: Dict) -> str:
             "A model trained on this data "
             "may learn where an image came from instead of the disease: take every class from "
             "the same source(s), or save all images at one size, mode and format (crop away "
-            "borders with markers), then run Audit_Shortcuts() again.")
+            "borders with markers), then run Audit_Shortcuts() again." + content_caveat(result))
 
 
 def auc_text(auc: Dict) -> str:
