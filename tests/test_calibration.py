@@ -244,6 +244,8 @@ def test_evaluate_stores_calibration_and_intervals_and_reports_them(bench, capsy
                      "sensitivity", "reliability.png"):
         assert expected in printed, expected
     assert (bench["workspace"] / "Pneumonia" / "resnet18" / "logs" / "reliability.png").is_file()
+    gtf.Evaluate(tta=True)                 # fitted without TTA: the report says so
+    assert "temperature was fitted on probabilities without TTA" in capsys.readouterr().out
 
 
 def test_thresholds_are_chosen_again_on_calibrated_probabilities(bench, capsys):

@@ -260,6 +260,10 @@ def _calibration_lines(metrics: Dict) -> List[str]:
                      f"before ECE {_figure(calibration.get('ece_uncalibrated'), 4)}, Brier "
                      f"{_figure(calibration.get('brier_uncalibrated'), 4)}; after ECE "
                      f"{calibration['ece']:.4f}, Brier {calibration['brier']:.4f}")
+        if "fit_tta" in calibration and bool(calibration["fit_tta"]) != bool(metrics.get("tta")):
+            lines.append(f"  note: the temperature was fitted on probabilities "
+                         f"{'with' if calibration['fit_tta'] else 'without'} TTA, this "
+                         f"evaluation {'uses' if metrics.get('tta') else 'does not use'} it")
         if (metrics.get("decision") or {}).get("method") == "manual":
             lines.append("  note: the decision threshold was set by hand and is kept; it "
                          "applies to the temperature-calibrated probabilities")
