@@ -129,8 +129,6 @@ def _plain_image(result: Dict, size: int) -> np.ndarray:
 def penultimate_features(experiment, records: ImageRecords) -> tuple:
     """(features (N, D), probabilities (N, classes), labels, indices) of every decodable
     image, with the best model (probabilities as the experiment predicts them)."""
-    from .explain import model_probabilities
-
     experiment.ready_for_prediction()
     backend = experiment.backend
     if not backend.capabilities().explanations:
@@ -139,7 +137,7 @@ def penultimate_features(experiment, records: ImageRecords) -> tuple:
     try:
         for batch in experiment.loader("embed", records).epoch(0):
             features.append(backend.penultimate_features(batch.images))
-            probabilities.append(model_probabilities(experiment, backend.predict(batch.images)))
+            probabilities.append(experiment.calibrated(backend.predict(batch.images)))
             labels.append(batch.labels)
             indices.append(batch.indices)
     finally:

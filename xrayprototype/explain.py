@@ -225,7 +225,7 @@ def _explain_batch(experiment, records, batch, method, class_name, layer, folder
     from .evaluation import decide
 
     classes = experiment.classes
-    probabilities = model_probabilities(experiment, experiment.backend.predict(batch.images))
+    probabilities = experiment.calibrated(experiment.backend.predict(batch.images))
     predicted = decide(probabilities, classes, experiment.decision_threshold)
     chosen = predicted if class_name is None else np.full(len(predicted),
                                                           classes.index(class_name))
@@ -249,17 +249,6 @@ def _explain_batch(experiment, records, batch, method, class_name, layer, folder
                     "peak": (row / heatmaps.shape[1], column / heatmaps.shape[2]),
                     "outside_lung_share": outside_lung_share(heatmaps[k])})
     return out
-
-
-def model_probabilities(experiment, probabilities: np.ndarray) -> np.ndarray:
-    """The backend's probabilities as the experiment predicts them: with its temperature
-    (``Calibrate``) when one is set."""
-    temperature = (experiment.state.get("calibration") or {}).get("temperature")
-    if not temperature:
-        return probabilities
-    from .calibration import apply_temperature
-
-    return apply_temperature(probabilities, temperature)
 
 
 def _display_images(experiment, records, indices) -> List[np.ndarray]:

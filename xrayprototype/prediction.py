@@ -1,0 +1,195 @@
+"""What an experiment does with its trained model: predictions (with test-time augmentation
+and the fitted temperature), evaluation, inference, latency, the decision threshold and
+calibration. Mixed into ``Experiment`` (experiment.py), whose state, data, loaders and model it
+uses; framework-free like it.
+"""
+import time
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from . import state as st
+from .data import ImageRecords, load_train_val
+from .errors import ExperimentError, XrayPrototypeError
+
+
+class Predictions:
+    """The prediction half of ``Experiment``: everything after ``ready_for_prediction``."""
+
+    # ----------------------------------------------------------------- prediction
+    def predict_records(self, split: str, records: ImageRecords, on_corrupt: Optional[str] = None,
+                        tta: bool = False, calibrated: bool = True):
+        """(probabilities, labels, indices) of every decodable image of ``records``, with the
+        weights in memory; with ``tta`` the mean over each image and its mirror image. The
+        one place the fitted temperature (``calibrate``) is applied, unless ``calibrated`` is
+        False (the backend's own softmax output)."""
+        from .evaluation import predict_with_tta
+
+        probabilities, labels, indices = [], [], []
+        loader = self.loader(split, records, on_corrupt=on_corrupt)
+        for batch in loader.epoch(0):
+            probabilities.append(predict_with_tta(self.backend.predict, batch.images, loader.layout)
+                                 if tta else self.backend.predict(batch.images))
+            labels.append(batch.labels)
+            indices.append(batch.indices)
+        if not probabilities:
+            raise ExperimentError(f"no image of {records.origin} could be decoded.")
+        probabilities = np.concatenate(probabilities)
+        if calibrated:
+            probabilities = self.calibrated(probabilities)
+        return probabilities, np.concatenate(labels), np.concatenate(indices)
+
+    def evaluate(self, tta: bool = False) -> Dict:
+        """Metrics of the best model on the evaluation records (with the decision threshold
+        and the temperature when set; calibration before and after it, bootstrap intervals
+        seeded by the train seed); saves plots, predictions CSV, latency and state."""
+        from .calibration import apply_temperature
+        from .evaluation import evaluate_predictions
+
+        self.ready_for_prediction()
+        records = self.eval_records
+        started = time.perf_counter()
+        raw, labels, indices = self.predict_records("eval", records, tta=tta, calibrated=False)
+        probabilities = apply_temperature(raw, self.temperature)
+        seconds = time.perf_counter() - started
+        metrics = evaluate_predictions(probabilities, labels, [records.paths[i] for i in indices],
+                                       self.classes, self.paths.logs, self.decision_threshold, tta,
+                                       self.config.train.seed, self.temperature, raw)
+        fit = self.state.get("calibration") or {}
+        if fit:
+            metrics["calibration"].update(fitted_on=fit["fitted_on"],
+                                          fit_num_images=fit["num_images"], fit_tta=fit["tta"])
+        metrics.update(dataset=records.origin, seconds=seconds,
+                       skipped_files=self.stores.skipped("eval"),
+                       model_best_epoch=self.state.get("summary", {}).get("best_epoch"))
+        self.state["evaluation"] = metrics
+        self.state.pop("previous_evaluation", None)
+        if "latency_ms_per_image" not in self.state.get("model", {}):
+            self.measure_latency()
+        self.save_state()
+        return metrics
+
+    def predict_files(self, files: List[str], tta: bool = False) -> np.ndarray:
+        """Class probabilities of image files with the best model, in order; an undecodable
+        file raises."""
+        self.ready_for_prediction()
+        records = ImageRecords(list(files), [0] * len(files), self.classes)
+        try:
+            probabilities, _, _ = self.predict_records("infer", records, on_corrupt="error",
+                                                       tta=tta)
+        finally:
+            self.stores.drop("infer")
+        return probabilities
+
+    def infer(self, img_name: Optional[str] = None, img_dir: Optional[str] = None,
+              tta: bool = False, return_raw: bool = False) -> List[Dict]:
+        """One result dict per image (``evaluation.prediction_result``) of one file or of a
+        folder's images, sorted by name, with the best model and the decision threshold."""
+        from .evaluation import image_files, prediction_result
+
+        files = [str(f) for f in image_files(img_name, img_dir)]
+        probabilities = self.predict_files(files, tta=tta)
+        return [prediction_result(f, p, self.classes, self.decision_threshold, return_raw,
+                                  self.temperature) for f, p in zip(files, probabilities)]
+
+    def measure_latency(self) -> Dict:
+        """Median inference time of one image at the experiment's input size (batch of 1,
+        after warm-up), stored in ``state["model"]``."""
+        from .evaluation import measure_latency
+
+        latency = measure_latency(self.open_backend().predict, self.input_shape())
+        model = self.state.setdefault("model", {})
+        model["latency_ms_per_image"] = latency.pop("latency_ms_per_image")
+        model["latency"] = dict(latency, input_size=self.config.data.input_size,
+                                device=model.get("device"))
+        return model
+
+    # ----------------------------------------------------------------- decision threshold
+    @property
+    def decision_threshold(self) -> Optional[Dict]:
+        """The two-class decision threshold in use, or None (the most probable class)."""
+        return self.state.get("decision_threshold") or None
+
+    def set_decision_threshold(self, decision: Optional[Dict]) -> None:
+        """Keep (or with None remove) a ``evaluation.decision_record`` in the state."""
+        if decision is None:
+            self.state.pop("decision_threshold", None)
+        else:
+            self.state["decision_threshold"] = decision
+        self.save_state()
+
+    def validation_records(self, purpose: str = "a threshold is chosen") -> ImageRecords:
+        """The validation split the experiment was trained with (re-derived from its saved
+        data settings and seed when the data is not loaded); ``purpose`` words the errors."""
+        data = self.data
+        if data is None:
+            try:
+                data = load_train_val(self.config.data, self.config.train.seed)
+            except (XrayPrototypeError, OSError) as err:
+                raise ExperimentError(
+                    f"cannot read this experiment's validation split from "
+                    f"{self.config.data.dataset_path} ({err}); {purpose} on the validation "
+                    "images the model was trained with, so they must still be there.") from err
+            if data.classes != self.classes:
+                raise ExperimentError(f"the training data now has classes {data.classes}, the "
+                                      f"model was trained on {self.classes}.")
+        if len(data.val) == 0:
+            raise ExperimentError(f"this experiment has no validation split, and {purpose} on "
+                                  "it; train it with a validation folder or trainval_split < 1.")
+        return data.val
+
+    def select_threshold(self, method: str = "youden", target: Optional[float] = 0.95,
+                         positive_class: Optional[str] = None, tta: bool = False) -> Dict:
+        """Choose the two-class decision threshold on the validation split (never the
+        evaluation set) with the best model, store and return it."""
+        from .evaluation import choose_threshold
+        from .metrics import positive_index
+
+        positive_index(self.classes, positive_class)        # two classes, known name: fail early
+        self.ready_for_prediction()
+        records = self.validation_records()
+        probabilities, labels, _ = self.predict_records("val", records, tta=tta)
+        decision = choose_threshold(self.classes, probabilities, labels, method, target,
+                                    positive_class, tta)
+        if self.temperature is not None:
+            decision.update(calibrated=True, temperature=self.temperature)
+        self.set_decision_threshold(decision)
+        return decision
+
+    # ----------------------------------------------------------------- calibration
+    @property
+    def temperature(self) -> Optional[float]:
+        """The temperature every prediction is scaled by (``calibrate``), or None."""
+        return (self.state.get("calibration") or {}).get("temperature")
+
+    def calibrated(self, probabilities: np.ndarray) -> np.ndarray:
+        """The backend's probabilities as this experiment predicts them: scaled by its
+        temperature when one is set (``calibrate``), else unchanged."""
+        from .calibration import apply_temperature
+
+        if self.temperature is None:
+            return probabilities
+        return apply_temperature(probabilities, self.temperature)
+
+    def calibrate(self, tta: bool = False, reset: bool = False) -> Optional[Dict]:
+        """Fit the temperature on the validation split (never the evaluation set) with the
+        best model's uncalibrated probabilities, keep it in ``state["calibration"]`` (every
+        later prediction applies it), and choose a validation-chosen decision threshold again
+        on the probabilities now in use (same method and target; a hand-set one is kept).
+        ``reset`` removes the temperature instead. Returns the calibration record or None."""
+        from .calibration import temperature_record
+
+        self.ready_for_prediction()
+        if reset:
+            self.state.pop("calibration", None)
+        else:
+            records = self.validation_records("the temperature is fitted")
+            raw, labels, _ = self.predict_records("val", records, tta=tta, calibrated=False)
+            self.state["calibration"] = dict(temperature_record(raw, labels, tta),
+                                             fitted_at=st.now())
+        decision = self.decision_threshold
+        if decision and decision.get("chosen_on") == "validation":
+            self.select_threshold(decision["method"], decision.get("target") or 0.95,
+                                  decision["positive_class"], bool(decision.get("tta")))
+        self.save_state()
+        return self.state.get("calibration")
