@@ -229,3 +229,25 @@ def test_a_backend_without_spatial_layers_is_refused_clearly(trained_experiment,
     image = next((trained_experiment["data"] / "test" / "NORMAL").iterdir())
     with pytest.raises(ConfigError, match="no layer with a spatial output"):
         explain_records(experiment, ImageRecords([str(image)], [0], experiment.classes))
+
+
+def test_cli_explain_calibrate_and_audit(trained_experiment, tmp_path, capsys):
+    """``xrayprototype explain | calibrate | audit`` on a copy of the trained experiment."""
+    from xrayprototype.cli import main
+
+    shutil.copytree(trained_experiment["workspace"], tmp_path / "ws")
+    which = ["--workspace", str(tmp_path / "ws"), "--project", trained_experiment["project"],
+             "--experiment", trained_experiment["experiment"], "--quiet"]
+    folder = trained_experiment["data"] / "test" / "NORMAL"
+    assert main(["explain", *which, "--dir", str(folder), "--class-name", "PNEUMONIA"]) == 0
+    explained = json.loads(capsys.readouterr().out)
+    assert len(explained) == 15 and {r["class_name"] for r in explained} == {"PNEUMONIA"}
+    assert main(["calibrate", *which]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["fitted_on"] == "validation" and record["temperature"] > 0
+    assert main(["audit", "--workspace", str(tmp_path / "ws"), "--quiet",
+                 "--dataset", str(trained_experiment["data"] / "train")]) == 0
+    audit = json.loads(capsys.readouterr().out)
+    assert audit["num_images"] == 160 and audit["warning"] is False
+    assert (tmp_path / "ws" / "_audits" / "train" / "shortcut_audit.json").is_file()
+    assert main(["explain", *which, "--image", str(tmp_path / "missing.jpeg")]) == 2

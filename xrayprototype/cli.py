@@ -1,15 +1,20 @@
-"""Command line: ``xrayprototype train | evaluate | infer | demo``, on ``Experiment``.
+"""Command line: ``xrayprototype train | evaluate | infer | explain | calibrate | audit | demo``,
+on ``Experiment``.
 
 Example:
     xrayprototype train --project Pneumonia --experiment resnet18 \\
         --dataset chest_xray/train --model resnet18 --epochs 5
     xrayprototype evaluate --project Pneumonia --experiment resnet18 --dataset chest_xray/test
     xrayprototype infer --project Pneumonia --experiment resnet18 --image chest.jpeg
+    xrayprototype explain --project Pneumonia --experiment resnet18 --dir chest_xray/test/NORMAL
+    xrayprototype calibrate --project Pneumonia --experiment resnet18
+    xrayprototype audit --dataset chest_xray/train
     xrayprototype demo
 """
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import List, Optional
 
 from .errors import XrayPrototypeError
@@ -60,6 +65,28 @@ def build_parser() -> argparse.ArgumentParser:
     target = infer.add_mutually_exclusive_group(required=True)
     target.add_argument("--image")
     target.add_argument("--dir")
+
+    explain = commands.add_parser("explain", help="Grad-CAM heatmaps of images (overlay PNGs)")
+    _experiment_args(explain)
+    target = explain.add_mutually_exclusive_group(required=True)
+    target.add_argument("--image")
+    target.add_argument("--dir")
+    explain.add_argument("--method", default="gradcam", help="gradcam or gradcam++")
+    explain.add_argument("--class-name", help="class to explain (default: the predicted one)")
+    explain.add_argument("--layer", help="convolutional layer (default: the last spatial block)")
+
+    calibrate = commands.add_parser("calibrate", help="fit a temperature on the validation split")
+    _experiment_args(calibrate)
+    calibrate.add_argument("--reset", action="store_true", help="remove the temperature")
+
+    audit = commands.add_parser("audit", help="shortcut audit of a data set: can the label be "
+                                              "predicted from image metadata alone?")
+    _common(audit)
+    audit.add_argument("--dataset", required=True,
+                       help="folder of class sub-folders (or train/ and val/), or an .npz")
+    audit.add_argument("--csv", help="CSV of file,label rows (then --dataset is its folder)")
+    audit.add_argument("--group-column", help="the CSV column naming the patient")
+    audit.add_argument("--seed", type=int, default=0)
 
     demo = commands.add_parser("demo", help="quick prototype on the embedded synthetic data")
     _common(demo)
@@ -135,6 +162,54 @@ def _infer(args):
     return results[0] if args.image else results
 
 
+def _explain(args):
+    from .data.sources import ImageRecords
+    from .evaluation import image_files
+    from .explain import explain_records
+
+    experiment = _opened(args)
+    files = [str(f) for f in image_files(args.image, args.dir)]
+    results = explain_records(experiment, ImageRecords(files, [0] * len(files),
+                                                       experiment.classes),
+                              args.method, args.class_name, args.layer)
+    for result in results:
+        experiment.report(f"{result['img_name']}: {result['method']} of {result['class_name']} "
+                          f"(p={result['probability']:.3f}) -> {result['overlay_png']}")
+    return [{k: v for k, v in r.items() if k != "heatmap"} for r in results]
+
+
+def _calibrate(args):
+    experiment = _opened(args)
+    record = experiment.calibrate(reset=args.reset)
+    experiment.report("temperature removed" if record is None else
+                      f"temperature {record['temperature']:.3f} fitted on "
+                      f"{record['num_images']} validation images: ECE {record['ece_before']:.4f}"
+                      f" -> {record['ece_after']:.4f}")
+    return record
+
+
+def _audit(args):
+    """The shortcut audit of a data set, before any training; files go to
+    ``<workspace>/_audits/<data set folder name>/``."""
+    from .audit import audit_records
+    from .audit_report import path_records, report_lines, save_audit
+    from .config import DataConfig
+    from .workspace import validate_name
+
+    records, splits = path_records(args.dataset, args.csv, DataConfig(), args.seed,
+                                   args.group_column)
+    result, table = audit_records(records, seed=args.seed, splits=splits)
+    name = validate_name(Path(args.dataset).name.replace(".", "_") or "dataset", "data set")
+    folder = resolve_root(args.workspace) / "_audits" / name
+    folder.mkdir(parents=True, exist_ok=True)
+    files = save_audit(result, table, folder)
+    if not args.quiet:
+        for line in report_lines(result):
+            print(line, flush=True)
+    return dict({k: result[k] for k in ("dataset", "num_images", "auc", "warning", "message")},
+                files=files)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -144,6 +219,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             result = _evaluate(args)
         elif args.command == "infer":
             result = _infer(args)
+        elif args.command in ("explain", "calibrate", "audit"):
+            result = {"explain": _explain, "calibrate": _calibrate, "audit": _audit}[
+                args.command](args)
         else:
             from .demo import run_demo
             result = run_demo(workspace=args.workspace, backend=args.backend, model=args.model,
