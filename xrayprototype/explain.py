@@ -150,11 +150,14 @@ def outside_lung_share(heatmap: np.ndarray,
 
 
 def rank_correlation(first: np.ndarray, second: np.ndarray) -> float:
-    """Spearman rank correlation of two maps' pixels (the saliency sanity-check measure)."""
+    """Spearman rank correlation of two maps' pixels (the saliency sanity-check measure); NaN
+    when either map is constant (an empty map has no ranking to compare)."""
     from scipy.stats import spearmanr
 
-    value = spearmanr(np.ravel(first), np.ravel(second)).statistic
-    return 0.0 if not np.isfinite(value) else float(value)
+    first, second = np.ravel(first), np.ravel(second)
+    if np.ptp(first) == 0 or np.ptp(second) == 0:
+        return float("nan")
+    return float(spearmanr(first, second).statistic)
 
 
 # ---------------------------------------------------------------------------- pictures
@@ -175,9 +178,15 @@ def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -> np.n
 
 
 def file_stem(path: str) -> str:
-    """A safe file-name stem for an image path (npz rows included)."""
+    """A safe, unique file-name stem for an image path (npz rows included): the file's own
+    stem and a short hash of the whole path, so that two folders' ``IM-0001.jpeg`` differ."""
+    import hashlib
+
     name = Path(str(path).replace(":", "_")).name
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(name).stem if "." in name else name)
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(name).stem if "." in name else name)
+    digest = hashlib.sha1(str(Path(str(path)).expanduser().resolve()
+                              if ":" not in str(path) else path).encode()).hexdigest()[:8]
+    return f"{stem}-{digest}"
 
 
 # ---------------------------------------------------------------------------- an experiment
@@ -236,7 +245,8 @@ def _explain_batch(experiment, records, batch, method, class_name, layer, folder
     out = []
     for k, index in enumerate(batch.indices):
         name = records.paths[index]
-        stem = f"{file_stem(name)}.{method.replace('+', 'p')}.{file_stem(classes[chosen[k]])}"
+        label = re.sub(r"[^A-Za-z0-9_.-]+", "_", classes[chosen[k]])
+        stem = f"{file_stem(name)}.{method.replace('+', 'p')}.{label}"
         png, npy = folder / f"{stem}.png", folder / f"{stem}.npy"
         _save_png(overlay(display[k], heatmaps[k]), png)
         np.save(npy, heatmaps[k])
