@@ -29,6 +29,7 @@ from .config import DataConfig, ExperimentConfig
 from .data import (BatchLoader, ImageRecords, Normalizer, TrainValData, balanced_sample_weights,
                    load_eval, load_train_val)
 from .errors import ConfigError, ExperimentError, unknown_name
+from .model_files import load_model_files
 from .models import unknown_model
 from .optim import balanced_class_weights
 from .prediction import Predictions
@@ -330,12 +331,10 @@ class Experiment(Predictions):
                               f"classes {self.classes}; give one per class, or 'balanced'.")
         return np.asarray(wanted, dtype=np.float64)
 
-    def load_weights(self, which: str = "best") -> None:
-        stem = self.paths.model_stem(which)
-        if not any(self.paths.models.glob(f"{which}[.-]*")):
-            raise ExperimentError(f"no saved '{which}' model in {self.paths.models}; the "
-                                  "experiment has not completed an epoch yet.")
-        self.open_backend().load(stem)
+    def load_weights(self, which: str = "best", with_optimizer: bool = False) -> None:
+        """Load ``models/<which>.*``; a missing or damaged file raises ModelFileError naming
+        it and the fix (``model_files.load_model_files``)."""
+        load_model_files(self.open_backend(), self.paths, which, self.state, with_optimizer)
         self.weights_in_memory = self._saved_weights_key(which)
 
     def _saved_weights_key(self, which: str) -> tuple:
