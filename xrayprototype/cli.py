@@ -155,10 +155,11 @@ def _evaluate(args) -> dict:
 
 def _infer(args):
     experiment = _opened(args)
+    from .prediction import describe_result
+
     results = experiment.infer(args.image, args.dir)
     for result in results:
-        experiment.report(f"{result['img_name']}: {result['predicted_class']} "
-                          f"({result['score']:.3f})")
+        experiment.report(describe_result(result))
     return results[0] if args.image else results
 
 

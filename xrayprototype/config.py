@@ -45,7 +45,9 @@ class DataConfig:
     cache_images: Union[str, bool] = "auto"
     on_corrupt: str = "skip"         # skip | error
     group_pattern: Optional[str] = DEFAULT_GROUP_PATTERN
-    group_column: Optional[str] = None
+    group_column: Optional[str] = None       # CSV column naming the patient (else group_pattern)
+    file_column: Optional[str] = None        # CSV column of file names (None: the first column)
+    label_column: Optional[str] = None       # CSV column of labels (None: the second column)
     class_names: Optional[List[str]] = None   # label order of an .npz file (folders name their own)
     weighted_sampling: bool = False   # draw each epoch with replacement, classes equally likely
     oversampling: bool = False        # repeat minority-class images until classes are balanced

@@ -453,18 +453,25 @@ class ensemble(NamedCollection):  # noqa: N801  (Monk's spelling is the public A
             ``{"img_name", "predicted_class", "score", "probabilities": {class: p}}``
             (``score``: the predicted class's probability; plus ``decision_threshold`` when
             one decides, ``raw`` with return_raw); for ``img_dir`` a list of them, sorted by
-            file name.
+            file name (an unreadable file: ``"skipped": reason``, no prediction).
 
         Example:
             >>> etf.Infer(img_name="chest_xray/test/NORMAL/IM-0001-0001.jpeg")["predicted_class"]
         """
+        from .prediction import SKIPPED_RESULT, describe_result
+
         files = image_files(img_name, img_dir)
         names = [str(f) for f in files]
-        combined = combine([m.predict_files(names, tta=tta) for m in self._opened()],
+        skipped: Dict[str, str] = {}               # a folder survives an unreadable file
+        on_corrupt = "error" if img_dir is None else "skip"
+        combined = combine([m.predict_files(names, tta=tta, on_corrupt=on_corrupt,
+                                            skipped=skipped) for m in self._opened()],
                            self.state["weights"])
-        results = [prediction_result(name, p, self.state["classes"],
+        results = [dict(SKIPPED_RESULT, img_name=name, skipped=skipped[name])
+                   if name in skipped else
+                   prediction_result(name, p, self.state["classes"],
                                      self.state.get("decision_threshold"), return_raw)
                    for name, p in zip(names, combined)]
         for result in results:
-            self._say(f"{result['img_name']}: {result['predicted_class']} ({result['score']:.3f})")
+            self._say(describe_result(result))
         return results[0] if img_name is not None else results

@@ -71,15 +71,20 @@ class EvaluationVerbs(FacadeBase):
             ``{"img_name", "predicted_class", "score", "probabilities": {class: p}}``
             (``score``: the predicted class's probability; plus ``decision_threshold`` when
             one decides, ``temperature`` when the probabilities are calibrated, ``raw`` with
-            return_raw); for ``img_dir`` a list of them, sorted by file name.
+            return_raw); for ``img_dir`` a list of them, sorted by file name, where a file that
+            cannot be decoded is ``{"img_name", "predicted_class": None, "score": None,
+            "probabilities": {}, "skipped": reason}`` (one unreadable ``img_name`` raises
+            an error naming it).
 
         Example:
             >>> gtf.Infer(img_name="chest_xray/test/NORMAL/IM-0001-0001.jpeg")["predicted_class"]
             >>> results = gtf.Infer(img_dir="chest_xray/test/PNEUMONIA", tta=True)
         """
+        from .prediction import describe_result
+
         results = self._require_experiment().infer(img_name, img_dir, tta, return_raw)
         for result in results:
-            self._say(f"{result['img_name']}: {result['predicted_class']} ({result['score']:.3f})")
+            self._say(describe_result(result))
         return results[0] if img_name is not None else results
 
     def Select_Threshold(self, method: str = "youden", target: float = 0.95,

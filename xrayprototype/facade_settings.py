@@ -44,6 +44,9 @@ class SettingsVerbs(FacadeBase):
             dataset_path: a folder of class sub-folders; a folder holding train/ (+ val/);
                 or a [train, val] pair. In eval_infer mode: the evaluation folder.
             path_to_csv: a CSV of ``file,label`` rows; dataset_path is then its image folder.
+                Other layouts name their columns: file_column="filename",
+                label_column="label", group_column="patientid" (the defaults read the first
+                column as the file and the second as the label).
             delimiter: the CSV's column separator.
             split: training fraction when no validation folder exists (seeded, stratified,
                 grouped by patient where file names give one).

@@ -70,7 +70,12 @@ DATA_SETTINGS = {
                           hint="'skip' lists unreadable images and goes on"),
     "group_pattern": Setting(NONE, Satisfies(
         _compiles, "a regular expression whose first group names the patient")),
-    "group_column": Setting(NONE, Text()),
+    "group_column": Setting(NONE, Text(), label="group_column",
+                            hint="the name of the CSV column naming the patient"),
+    "file_column": Setting(NONE, Text(), label="file_column",
+                           hint="the name of the CSV column of image file names"),
+    "label_column": Setting(NONE, Text(), label="label_column",
+                            hint="the name of the CSV column of labels"),
     "class_names": Setting(NONE, ListOf(Text()), label="class_names",
                            hint="class_names takes a list of names in label order, e.g. "
                                 "['NORMAL', 'PNEUMONIA']"),

@@ -86,7 +86,7 @@ def _records(config: DataConfig, images, csv, classes=None,
                                "labels are inside it. Leave path_to_csv out.")
         return read_npz_split(images, classes, config.class_names, default_split)
     return load_records(images, csv, config.delimiter, classes, config.group_pattern,
-                        config.group_column)
+                        config.group_column, config.file_column, config.label_column)
 
 
 def estimate_statistics(store, max_images: int = 500, seed: int = 0) -> tuple:

@@ -82,17 +82,42 @@ def load_image(path: Union[str, Path], size: int, channels: int = 3,
         (224, 224, 3)
 
     Raises:
-        CorruptImageError: the file is truncated, empty or not an image.
+        CorruptImageError: the file cannot be decoded, whatever the decoder raised
+            (truncated, empty, not an image, a DICOM without pixel data or with a codec that
+            is not installed, over Pillow's pixel limit, too large for memory ...); the
+            message names the file and the exception.
     """
     path = Path(path)
     try:
         image = _to_channels(_open(path, size), channels)
         image = resize(image, size, resize_mode)
-    except (OSError, SyntaxError, ValueError) as err:
-        if isinstance(err, DatasetError):
-            raise
-        raise CorruptImageError(f"cannot decode image {path}: {err}") from None
+    except DatasetError:
+        raise                  # the installation's fault (pydicom missing), not the file's
+    except Exception as err:  # noqa: BLE001  (any decoder's failure is this file's, not the run's)
+        reason = "the file is empty (0 bytes)" if _is_empty(path) else describe_failure(err)
+        raise CorruptImageError(f"cannot decode image {path}: {reason}") from None
     return _as_array(image)
+
+
+def _is_empty(path: Path) -> bool:
+    try:
+        return path.stat().st_size == 0
+    except OSError:
+        return False
+
+
+def describe_failure(err: BaseException) -> str:
+    """One line naming the exception type and what it says, with a hint for the common ones."""
+    text = " ".join(str(err).split())[:300]
+    name = type(err).__name__
+    if isinstance(err, Image.DecompressionBombError):
+        hint = ("; the image has more pixels than Pillow's safety limit (PIL.Image."
+                "MAX_IMAGE_PIXELS); if you trust the file, raise that limit or shrink the image")
+    elif isinstance(err, MemoryError):
+        hint = "; the image is too large to decode in memory"
+    else:
+        hint = ""
+    return f"{name}: {text}{hint}" if text else f"{name}{hint}"
 
 
 def image_from_array(pixels: np.ndarray, size: int, channels: int = 3,

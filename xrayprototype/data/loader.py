@@ -13,7 +13,7 @@ from typing import Dict, Iterator, Optional, Sequence
 import numpy as np
 
 from ..config import AugmentationConfig
-from .decode import CorruptImageError, image_from_array, load_image
+from .decode import CorruptImageError, describe_failure, image_from_array, load_image
 from .sources import ImageRecords
 from .transforms import Normalizer, augment
 
@@ -50,11 +50,7 @@ class ImageStore:
         if path in self.skipped:
             return None
         try:
-            if self.records.pixels is not None:
-                image = image_from_array(self.records.pixels[index], self.size, self.channels,
-                                         self.resize_mode)
-            else:
-                image = load_image(path, self.size, self.channels, self.resize_mode)
+            image = self._decode(index)
         except CorruptImageError as err:
             if self.on_corrupt == "error":
                 raise CorruptImageError(f"{err}. Remove or replace the file, or pass "
@@ -67,6 +63,26 @@ class ImageStore:
         if self._cache is not None:
             self._cache[index] = image
         return image
+
+    def _decode(self, index: int) -> np.ndarray:
+        if self.records.pixels is None:
+            return load_image(self.records.paths[index], self.size, self.channels,
+                              self.resize_mode)
+        try:
+            return image_from_array(self.records.pixels[index], self.size, self.channels,
+                                    self.resize_mode)
+        except Exception as err:  # noqa: BLE001  (one bad row, not the run)
+            raise CorruptImageError(f"cannot convert image {self.records.paths[index]}: "
+                                    f"{describe_failure(err)}") from None
+
+    def decode_all(self, num_workers: int = 4) -> Dict[str, str]:
+        """Decode every image once (into the cache when there is one), in threads; returns
+        the files skipped as unreadable (path -> reason). With ``on_corrupt="error"`` the
+        first unreadable file raises, naming it."""
+        with ThreadPoolExecutor(max(1, int(num_workers)), thread_name_prefix="xrp-check") as pool:
+            for _ in pool.map(self.get, range(len(self.records))):
+                pass
+        return dict(self.skipped)
 
     @property
     def cached(self) -> bool:

@@ -3,6 +3,7 @@
 Nothing is decoded here; a source yields :class:`ImageRecords` (paths, integer labels,
 patient groups and class names) that the split and the batch loader work on.
 """
+import difflib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,9 @@ IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", "
                     ".dcm", ".dicom", ".ppm", ".pgm"}
 TRAIN_FOLDER_NAMES = ("train", "training")
 VAL_FOLDER_NAMES = ("val", "validation", "valid")
+#: more distinct labels than this, and more than one per two rows: a CSV's label column is
+#: probably an identifier (a patient id read as the label)
+MANY_CLASSES = 20
 
 
 @dataclass
@@ -133,12 +137,33 @@ def scan_class_folders(root: Union[str, Path], classes: Optional[Sequence[str]] 
                         patient_groups(paths, group_pattern), origin=str(folder))
 
 
+def _column(table, wanted: Optional[str], position: int, role: str, csv_name: str) -> str:
+    """The column read as ``role``: ``wanted`` by name, else the one at ``position``."""
+    columns = [str(c) for c in table.columns]
+    if wanted is None:
+        return table.columns[position]
+    if wanted in columns:
+        return wanted
+    close = difflib.get_close_matches(wanted, columns, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else "."
+    raise DatasetError(f"{role} column '{wanted}' is not in {csv_name}{hint} Its columns are "
+                       f"{columns}; pass {role}_column=<one of them> to Dataset_Params.")
+
+
 def read_csv_labels(csv_path: Union[str, Path], image_dir: Union[str, Path],
                     delimiter: str = ",", classes: Optional[Sequence[str]] = None,
                     group_pattern: Optional[str] = None,
-                    group_column: Optional[str] = None) -> ImageRecords:
-    """Read a CSV whose first column is a file name (relative to ``image_dir``) and whose
-    second column is the label; an optional ``group_column`` names the patient."""
+                    group_column: Optional[str] = None, file_column: Optional[str] = None,
+                    label_column: Optional[str] = None) -> ImageRecords:
+    """Read a CSV of image file names (relative to ``image_dir``) and labels: the columns
+    named ``file_column`` and ``label_column``, by default the first and the second; an
+    optional ``group_column`` names the patient. Errors say which column was read as what.
+
+    Example:
+        >>> read_csv_labels("labels.csv", "covid", file_column="filename",
+        ...                 label_column="label", group_column="patientid").classes
+        ['COVID-19', 'normal', 'other']
+    """
     import pandas as pd
 
     csv_file = Path(csv_path).expanduser()
@@ -150,26 +175,39 @@ def read_csv_labels(csv_path: Union[str, Path], image_dir: Union[str, Path],
         raise DatasetError(f"{csv_file} has {table.shape[1]} column(s) with delimiter "
                            f"{delimiter!r}; expected 'file{delimiter}label' rows (is the "
                            "delimiter right? pass delimiter=... to Dataset_Params).")
-    file_col, label_col = table.columns[0], table.columns[1]
+    file_col = _column(table, file_column, 0, "file", csv_file.name)
+    label_col = _column(table, label_column, 1, "label", csv_file.name)
+    read_as = (f"file names read from column '{file_col}', labels from column '{label_col}' "
+               f"of {csv_file.name} (columns {[str(c) for c in table.columns]})")
     paths = [str(folder / name) for name in table[file_col]]
     missing = [name for name, p in zip(table[file_col], paths) if not Path(p).is_file()]
     if missing:
         raise DatasetError(f"{len(missing)} of {len(paths)} files named in {csv_file.name} are "
                            f"missing from {folder}: {', '.join(missing[:5])}"
-                           f"{' ...' if len(missing) > 5 else ''}; fix the CSV or the folder.")
+                           f"{' ...' if len(missing) > 5 else ''} ({read_as}); fix the CSV or "
+                           "the folder, or name the columns with file_column= / label_column=.")
     found = sorted(set(table[label_col]))
     classes = list(classes) if classes is not None else found
     unknown = [c for c in found if c not in classes]
     if unknown:
-        raise DatasetError(f"{csv_file.name} has labels {unknown} the model was not trained on;"
-                           f" its classes are {classes}.")
+        raise DatasetError(f"{csv_file.name} has labels {unknown[:10]}"
+                           f"{' ...' if len(unknown) > 10 else ''} the model was not trained "
+                           f"on; its classes are {classes} ({read_as}).")
     if len(found) < 2 and len(classes) < 2:
-        raise DatasetError(f"{csv_file.name} has only one label ({found}); need at least two.")
+        raise DatasetError(f"{csv_file.name} has only one label ({found}); need at least two "
+                           f"({read_as}).")
+    if classes is found and len(found) > MANY_CLASSES and len(found) > len(table) / 2:
+        raise DatasetError(f"{csv_file.name} gives {len(found)} different labels for "
+                           f"{len(table)} rows ({read_as}), e.g. {found[:5]}: that column "
+                           "looks like an identifier, not a class. Name the label column "
+                           "with label_column= (and the patient column with group_column=).")
     labels = [classes.index(label) for label in table[label_col]]
     if group_column:
         if group_column not in table.columns:
-            raise DatasetError(f"group column '{group_column}' is not in {csv_file.name}; its "
-                               f"columns are {list(table.columns)}.")
+            close = difflib.get_close_matches(group_column, list(table.columns), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise DatasetError(f"group column '{group_column}' is not in {csv_file.name}{hint};"
+                               f" its columns are {list(table.columns)}.")
         groups = list(table[group_column])
     else:
         groups = patient_groups(paths, group_pattern)
@@ -207,8 +245,9 @@ def locate_train_val(dataset_path, path_to_csv=None) -> Tuple[Tuple, Optional[Tu
 
 
 def load_records(images, csv=None, delimiter=",", classes=None, group_pattern=None,
-                 group_column=None) -> ImageRecords:
+                 group_column=None, file_column=None, label_column=None) -> ImageRecords:
     """Records from a class-folder tree, or from a CSV plus its image folder."""
     if csv is not None:
-        return read_csv_labels(csv, images, delimiter, classes, group_pattern, group_column)
+        return read_csv_labels(csv, images, delimiter, classes, group_pattern, group_column,
+                               file_column, label_column)
     return scan_class_folders(images, classes, group_pattern)
