@@ -15,12 +15,13 @@ Example:
 import base64
 import html
 import json
+import warnings
 from pathlib import Path
 from typing import Dict, List, Union
 
 from .errors import ExperimentError
 from .experiment import Experiment
-from .training import History
+from .state import read_metrics
 from .workspace import ExperimentPaths, NamedCollection, comparison_dir
 
 #: (column, axis label, scale) of the bar charts, drawn when at least one experiment has a value
@@ -163,9 +164,22 @@ class compare(NamedCollection):  # noqa: N801  (Monk's spelling is the public AP
 
         if not self.experiments:
             raise ExperimentError("the comparison has no experiments; Add_Experiment first.")
-        paths = [ExperimentPaths(self.workspace_root, p, e) for p, e in self.experiments]
-        table = pd.DataFrame([experiment_row(p) for p in paths])
-        histories = {f"{p.project}/{p.experiment}": History(p.metrics_file).read() for p in paths}
+        paths, rows = [], []
+        for project, experiment in self.experiments:
+            path = ExperimentPaths(self.workspace_root, project, experiment)
+            try:
+                rows.append(experiment_row(path))
+            except ExperimentError as err:     # a missing or damaged experiment.json
+                warnings.warn(f"comparison {self.name}: {project}/{experiment} is left out: "
+                              f"{err}", UserWarning, stacklevel=2)
+                self._say(f"left out {project}/{experiment}: {err}")
+                continue
+            paths.append(path)
+        if not rows:
+            raise ExperimentError(f"no experiment of comparison {self.name} could be read; "
+                                  "see the warnings above for each one's file and fix.")
+        table = pd.DataFrame(rows)
+        histories = {f"{p.project}/{p.experiment}": read_metrics(p.metrics_file) for p in paths}
         self.folder.mkdir(parents=True, exist_ok=True)
         plots = _curve_plots(histories, self.folder) + _bar_plots(table, self.folder)
         table.to_csv(self.folder / "comparison.csv", index=False)

@@ -19,6 +19,11 @@ class ExperimentError(XrayPrototypeError, RuntimeError):
     """The experiment's state on disk does not allow the requested action."""
 
 
+class ModelFileError(ExperimentError):
+    """A saved model file of an experiment is missing, truncated or corrupt; the message
+    names the file, what is wrong and how to get a usable one back."""
+
+
 class BackendUnavailableError(XrayPrototypeError, ImportError):
     """The requested backend's framework is not installed."""
 

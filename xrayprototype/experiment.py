@@ -14,6 +14,7 @@ Example:
     >>> experiment.load_data(); experiment.train()
     >>> Experiment.open(paths, "eval_infer").ready_for_prediction().predict_files(["x.jpeg"])
 """
+import contextlib
 import shutil
 import time
 from dataclasses import replace
@@ -29,6 +30,7 @@ from .config import DataConfig, ExperimentConfig
 from .data import (BatchLoader, ImageRecords, Normalizer, TrainValData, balanced_sample_weights,
                    load_eval, load_train_val)
 from .errors import ConfigError, ExperimentError, unknown_name
+from .model_files import load_model_files
 from .models import unknown_model
 from .optim import balanced_class_weights
 from .prediction import Predictions
@@ -36,6 +38,7 @@ from .preprocessing import (StoreCache, normalizer_of, resolve_preprocessing,
                             saved_preprocessing_holds)
 from .validation import check_for_backend, updated_config
 from .workspace import ExperimentPaths
+from .writer_lock import ExperimentLockedError, WriterLock, check_not_superseded
 
 #: copy of experiment.json describing the run whose logs sit beside it
 RUN_STATE_SNAPSHOT = "run_state.json"
@@ -44,11 +47,10 @@ RUN_STATE_SNAPSHOT = "run_state.json"
 MODES = ("train", "eval_infer", "resume", "read")
 #: data settings whose change means the data must be read (and split) again
 RELOADING_DATA_FIELDS = ("dataset_path", "path_to_csv", "delimiter", "trainval_split",
-                         "group_pattern", "group_column", "file_column", "label_column",
-                         "class_names")
+                         "group_pattern", "group_column", "class_names")
 #: data settings an evaluation set (eval_infer) may change; the others are the model's
 EVALUATION_DATA_FIELDS = ("dataset_path", "path_to_csv", "delimiter", "batch_size",
-                          "num_workers", "on_corrupt", "file_column", "label_column")
+                          "num_workers", "on_corrupt")
 
 
 class Experiment(Predictions):
@@ -70,6 +72,8 @@ class Experiment(Predictions):
         self.weights_in_memory: Optional[tuple] = None     # which saved weights the model holds
         self.show_progress = True
         self.stores = StoreCache()
+        self.writer = WriterLock(paths.dir, report)      # one writer per experiment
+        self.run_on_disk = (state.get("training") or {}).get("run_started")
 
     # ----------------------------------------------------------------- opening
     @classmethod
@@ -139,23 +143,53 @@ class Experiment(Predictions):
         return self.backend
 
     # ----------------------------------------------------------------- persistence
-    def save_state(self, snapshot: bool = False) -> None:
-        """Write experiment.json; ``snapshot`` also keeps a copy describing this run in
-        ``logs/`` (it moves to ``archive/`` with the run's logs if the experiment is re-run)."""
+    def save_state(self, snapshot: bool = False, when_locked: str = "raise") -> bool:
+        """Write experiment.json under the write lock; ``snapshot`` also keeps a copy
+        describing this run in ``logs/`` (it moves to ``archive/`` with the run's logs if the
+        experiment is re-run). While another process writes the experiment (or after it trained
+        it again) this raises, or with ``when_locked='skip'`` keeps the state in memory only
+        and warns. Returns whether the state was written."""
         if self.mode == "read":
             raise ExperimentError("this experiment was opened read-only (mode 'read').")
-        self.state["config"] = self.config.to_dict()
-        self.state["backend"] = self.backend_name
-        st.write_state(self.paths.state_file, self.state)
-        if snapshot and self.paths.logs.is_dir():
-            st.write_state(self.paths.logs / RUN_STATE_SNAPSHOT, self.state)
+        try:
+            with self.writing("save its state"):
+                self.state["config"] = self.config.to_dict()
+                self.state["backend"] = self.backend_name
+                st.write_state(self.paths.state_file, self.state)
+                if snapshot and self.paths.logs.is_dir():
+                    st.write_state(self.paths.logs / RUN_STATE_SNAPSHOT, self.state)
+                self.run_on_disk = (self.state.get("training") or {}).get("run_started")
+        except ExperimentLockedError as err:
+            if when_locked != "skip":
+                raise
+            self.report(f"warning: the result is not saved in {self.paths.state_file}: {err}")
+            return False
+        return True
+
+    @contextlib.contextmanager
+    def writing(self, verb: str, new_run: bool = False):
+        """Hold this experiment's write lock (``writer_lock``) while ``verb`` runs; re-entrant.
+        Unless ``new_run``, refuses when another process trained the experiment again since
+        this object read it (saving would overwrite that run's state)."""
+        if self.writer.held:
+            yield self
+            return
+        with self.writer.hold(verb):
+            if not new_run:
+                check_not_superseded(self.paths, self.run_on_disk)
+            yield self
 
     @property
     def classes(self) -> List[str]:
         return self.state.get("classes") or (self.data.classes if self.data else [])
 
     def archive_previous_run(self) -> Optional[Path]:
-        """Move an earlier run's models and logs to ``archive/<time>/``; nothing is deleted."""
+        """Move an earlier run's models and logs to ``archive/<time>/``; nothing is deleted.
+        Holds the write lock, so a run another process is writing is never moved."""
+        with self.writing("archive the previous run", new_run=True):
+            return self._archive_previous_run()
+
+    def _archive_previous_run(self) -> Optional[Path]:
         if not (self.paths.models.exists() and any(self.paths.models.iterdir())):
             return None
         stamp, suffix = time.strftime("%Y%m%d-%H%M%S"), 0
@@ -221,8 +255,7 @@ class Experiment(Predictions):
         if fixed:
             raise ConfigError(f"{fixed} are fixed by the trained model in eval_infer mode; "
                               "only the evaluation data (dataset_path, path_to_csv, delimiter, "
-                              "file_column, label_column, batch_size, num_processors, "
-                              "on_corrupt) can change.")
+                              "batch_size, num_processors, on_corrupt) can change.")
         base = replace(self.eval_data_config or self.config.data, path_to_csv=None)
         checked = updated_config(ExperimentConfig(data=base), {"data": values}).data
         self.eval_data_config, self.eval_records = checked, None
@@ -248,21 +281,6 @@ class Experiment(Predictions):
         self.state["classes"] = self.data.classes
         self.state["dataset"] = self.data.summary()
         return self.data
-
-    def check_readable(self, size: Optional[int] = None) -> Dict:
-        """Decode every training and validation image once (kept in the cache when there is
-        one, so the first epoch does not decode again), skip the unreadable ones, and refuse a
-        class left without a readable image (``data.checks``); the counts go to the state."""
-        from .data.checks import check_readable
-
-        splits = {}
-        for split, records in (("train", self.data.train), ("val", self.data.val)):
-            store = self.store(split, records, size=size)
-            store.decode_all(max(self._data_config(split).num_workers, 4))
-            splits[split] = (records, store.skipped)
-        counts = check_readable(splits, required=("train",))
-        self.state.setdefault("dataset", {})["readable_class_counts"] = counts
-        return counts
 
     def load_eval_data(self) -> ImageRecords:
         if not self.classes:
@@ -347,12 +365,10 @@ class Experiment(Predictions):
                               f"classes {self.classes}; give one per class, or 'balanced'.")
         return np.asarray(wanted, dtype=np.float64)
 
-    def load_weights(self, which: str = "best") -> None:
-        stem = self.paths.model_stem(which)
-        if not any(self.paths.models.glob(f"{which}[.-]*")):
-            raise ExperimentError(f"no saved '{which}' model in {self.paths.models}; the "
-                                  "experiment has not completed an epoch yet.")
-        self.open_backend().load(stem)
+    def load_weights(self, which: str = "best", with_optimizer: bool = False) -> None:
+        """Load ``models/<which>.*``; a missing or damaged file raises ModelFileError naming
+        it and the fix (``model_files.load_model_files``)."""
+        load_model_files(self.open_backend(), self.paths, which, self.state, with_optimizer)
         self.weights_in_memory = self._saved_weights_key(which)
 
     def _saved_weights_key(self, which: str) -> tuple:
@@ -383,7 +399,9 @@ class Experiment(Predictions):
                                   "with resume_train=True to train more, or copy_from to start "
                                   "anew.")
         self.check_model_name()
-        summary = TrainingRun(self, resume=self.mode == "resume").run()
+        resume = self.mode == "resume"
+        with self.writing("Train (resume)" if resume else "Train", new_run=not resume):
+            summary = TrainingRun(self, resume=resume).run()
         self.mode = "train"
         return summary
 

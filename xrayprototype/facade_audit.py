@@ -62,5 +62,5 @@ class AuditVerbs(FacadeBase):
         for line in report_lines(result):
             self._say(line)
         experiment.state["shortcut_audit"] = state_summary(result, files)
-        experiment.save_state()
+        experiment.save_state(when_locked="skip")      # files are saved; the state when free
         return dict(result, files=files)

@@ -63,15 +63,14 @@ class History:
             handle.flush()
             os.fsync(handle.fileno())
 
-    def read(self) -> List[Dict]:
-        if not self.path.is_file():
-            return []
-        with open(self.path, encoding="utf-8") as handle:
-            return [json.loads(line) for line in handle if line.strip()]
+    def read(self, repair: bool = False) -> List[Dict]:
+        """The records; a torn or corrupt line is left out with a warning naming the file and
+        line (``state.read_metrics``), and with ``repair`` a torn last line is cut off."""
+        return st.read_metrics(self.path, repair=repair)
 
     def keep_until(self, epoch: int) -> None:
         """Drop records of epochs after ``epoch`` (left by an interrupted run)."""
-        kept = [r for r in self.read() if r.get("epoch", 0) <= epoch]
+        kept = [r for r in self.read(repair=True) if r.get("epoch", 0) <= epoch]
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
         os.replace(tmp, self.path)
@@ -223,9 +222,6 @@ class TrainingRun:
         experiment, state = self.experiment, self.experiment.state
         if experiment.data is None:
             experiment.load_data()
-        first = (state.get("training", {}).get("progress") or {}).get("epoch_completed", 0) \
-            if self.resume else 0
-        experiment.check_readable(self.plan.input_size(first))    # data.checks: no class lost
         if state.pop("decision_threshold", None):
             experiment.supersede_evaluation("its decision threshold was removed when training "
                                             "started again")
@@ -330,7 +326,7 @@ class TrainingRun:
         schedule = LearningRateSchedule(optim.schedule, optim.learning_rate, optim.schedule_params,
                                         self.config.train.num_epochs, len(setup.train_loader))
         if self.resume:
-            experiment.backend.load(experiment.paths.model_stem("resume"), with_optimizer=True)
+            experiment.load_weights("resume", with_optimizer=True)   # names a damaged file
             schedule.load_state_dict(state["training"].get("schedule", {}))
             history.keep_until(progress.epoch_completed)
             self.report(f"resuming after epoch {progress.epoch_completed} of "

@@ -132,11 +132,17 @@ def load_weights_file(model: nn.Module, path: str) -> Dict[str, int]:
     if not file.is_file():
         raise PretrainedWeightsError(f"model_path '{path}' does not exist; give the path of "
                                      "a state_dict file (.pth, .pt or .safetensors).")
-    if file.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        state = load_file(str(file))
-    else:
-        state = torch.load(str(file), map_location="cpu", weights_only=True)
+    try:
+        if file.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            state = load_file(str(file))
+        else:
+            state = torch.load(str(file), map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001  (SafetensorError, RuntimeError, UnpicklingError)
+        raise PretrainedWeightsError(
+            f"model_path '{file}' ({file.stat().st_size} bytes) cannot be read: it is truncated,"
+            f" corrupt or not a state_dict ({type(err).__name__}: {str(err)[:200]}); give a "
+            ".pth, .pt or .safetensors state_dict file.") from None
         for key in ("state_dict", "model", "model_state_dict"):
             if isinstance(state, dict) and isinstance(state.get(key), dict):
                 state = state[key]
@@ -157,7 +163,8 @@ def create_model(config: ModelConfig, num_classes: int) -> nn.Module:
     Example:
         >>> model = create_model(ModelConfig("resnet18", use_pretrained=False), 2)
     """
-    name, pretrained = config.model_name, config.use_pretrained
+    # model_path wins: its weights replace ImageNet's, so the hub is never asked (offline)
+    name, pretrained = config.model_name, config.use_pretrained and not config.model_path
     if name.startswith(TIMM_PREFIX):
         model = _timm_model(name[len(TIMM_PREFIX):], name, num_classes, pretrained)
     elif name in TIMM_MODELS:
