@@ -265,8 +265,8 @@ def test_evaluate_skips_and_lists_bad_files(trained_with_bad_files, tmp_path, pi
         gtf.Evaluate()
 
 
-def test_evaluate_refuses_a_class_whose_images_are_all_unreadable(trained_with_bad_files,
-                                                                   tmp_path):
+def test_evaluate_refuses_a_class_whose_images_are_all_unreadable(
+        trained_with_bad_files, tmp_path):
     test = tmp_path / "test"
     shutil.copytree(trained_with_bad_files["data"] / "test", test)
     for image in (test / "NORMAL").iterdir():
@@ -320,6 +320,17 @@ def test_csv_errors_name_the_columns(tmp_path):
                                   file_column="path", label_column="label"))
     with pytest.raises(DatasetError, match=r"file names read from column 'patient', labels "
                                            r"from column 'finding'"):
+        load_train_val(DataConfig(dataset_path=str(images), path_to_csv=str(csv)))
+
+
+def test_a_csv_row_without_a_label_is_refused_naming_the_line_and_column(tmp_path):
+    images, csv = _csv_data(tmp_path, ["path", "finding"], lambda f, label, p: [f, label])
+    lines = csv.read_text().splitlines()
+    lines[3] = lines[3].split(",")[0] + ","
+    csv.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DatasetError, match=r"1 rows of labels.csv have no label \(lines \[4\]; "
+                                           r"file names read from column 'path', labels from "
+                                           r"column 'finding'"):
         load_train_val(DataConfig(dataset_path=str(images), path_to_csv=str(csv)))
 
 

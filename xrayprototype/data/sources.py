@@ -179,6 +179,12 @@ def read_csv_labels(csv_path: Union[str, Path], image_dir: Union[str, Path],
     label_col = _column(table, label_column, 1, "label", csv_file.name)
     read_as = (f"file names read from column '{file_col}', labels from column '{label_col}' "
                f"of {csv_file.name} (columns {[str(c) for c in table.columns]})")
+    for column, role in ((file_col, "file name"), (label_col, "label")):
+        empty = [i + 2 for i, value in enumerate(table[column]) if not str(value).strip()]
+        if empty:
+            raise DatasetError(f"{len(empty)} rows of {csv_file.name} have no {role} (lines "
+                               f"{empty[:5]}{' ...' if len(empty) > 5 else ''}; {read_as}); "
+                               "fill them in or remove those rows.")
     paths = [str(folder / name) for name in table[file_col]]
     missing = [name for name, p in zip(table[file_col], paths) if not Path(p).is_file()]
     if missing:
