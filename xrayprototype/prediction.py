@@ -10,8 +10,22 @@ import numpy as np
 
 from . import state as st
 from .data import ImageRecords, load_train_val
+from .data.checks import UnreadableDataError, check_readable
 from .errors import ExperimentError, XrayPrototypeError
 from .writer_lock import writes_experiment
+
+
+#: split -> the name errors give it
+SPLIT_NAMES = {"eval": "evaluation", "val": "validation", "train": "training"}
+#: what a result of ``infer`` holds for a file that could not be decoded
+SKIPPED_RESULT = {"predicted_class": None, "score": None, "probabilities": {}}
+
+
+def describe_result(result: Dict) -> str:
+    """The line printed for one result of ``infer``."""
+    if result.get("skipped"):
+        return f"{result['img_name']}: skipped, unreadable ({result['skipped']})"
+    return f"{result['img_name']}: {result['predicted_class']} ({result['score']:.3f})"
 
 
 class Predictions:
@@ -33,8 +47,14 @@ class Predictions:
                                  if tta else self.backend.predict(batch.images))
             labels.append(batch.labels)
             indices.append(batch.indices)
+        skipped = loader.store.skipped
+        if skipped and split != "infer":        # a class of the set must not vanish unseen
+            check_readable({SPLIT_NAMES.get(split, split): (records, skipped)}, required=())
         if not probabilities:
-            raise ExperimentError(f"no image of {records.origin} could be decoded.")
+            raise UnreadableDataError(
+                f"no image of {records.origin or 'the files given'} could be decoded "
+                f"({len(skipped)} unreadable: {', '.join(sorted(skipped)[:5])}"
+                f"{' ...' if len(skipped) > 5 else ''}); replace or remove those files.")
         probabilities = np.concatenate(probabilities)
         if calibrated:
             probabilities = self.calibrated(probabilities)
@@ -70,27 +90,44 @@ class Predictions:
         self.save_state(when_locked="skip")      # a reader while another process writes
         return metrics
 
-    def predict_files(self, files: List[str], tta: bool = False) -> np.ndarray:
-        """Class probabilities of image files with the best model, in order; an undecodable
-        file raises."""
+    def predict_files(self, files: List[str], tta: bool = False, on_corrupt: str = "error",
+                      skipped: Optional[Dict[str, str]] = None) -> np.ndarray:
+        """Class probabilities of image files with the best model, one row per file, in
+        order. An undecodable file raises CorruptImageError naming it; with ``on_corrupt=
+        "skip"`` its row is NaN and its reason goes to ``skipped`` (a dict, when given)."""
         self.ready_for_prediction()
         records = ImageRecords(list(files), [0] * len(files), self.classes)
+        rows = np.full((len(files), len(self.classes)), np.nan)
         try:
-            probabilities, _, _ = self.predict_records("infer", records, on_corrupt="error",
-                                                       tta=tta)
+            probabilities, _, indices = self.predict_records("infer", records,
+                                                             on_corrupt=on_corrupt, tta=tta)
+            rows[indices] = probabilities
+        except UnreadableDataError:
+            if on_corrupt == "error":
+                raise
         finally:
+            if skipped is not None:
+                skipped.update(self.stores.skipped("infer"))
             self.stores.drop("infer")
-        return probabilities
+        return rows
 
     def infer(self, img_name: Optional[str] = None, img_dir: Optional[str] = None,
               tta: bool = False, return_raw: bool = False) -> List[Dict]:
         """One result dict per image (``evaluation.prediction_result``) of one file or of a
-        folder's images, sorted by name, with the best model and the decision threshold."""
+        folder's images, sorted by name, with the best model and the decision threshold.
+
+        One image that cannot be decoded raises CorruptImageError naming it; in a folder
+        (``img_dir``) an unreadable file does not stop the others: its result is
+        ``{"img_name", "predicted_class": None, "score": None, "probabilities": {},
+        "skipped": reason}`` and a warning names it."""
         from .evaluation import image_files, prediction_result
 
         files = [str(f) for f in image_files(img_name, img_dir)]
-        probabilities = self.predict_files(files, tta=tta)
-        return [prediction_result(f, p, self.classes, self.decision_threshold, return_raw,
+        skipped: Dict[str, str] = {}
+        probabilities = self.predict_files(files, tta=tta, skipped=skipped,
+                                           on_corrupt="error" if img_dir is None else "skip")
+        return [dict(SKIPPED_RESULT, img_name=f, skipped=skipped[f]) if f in skipped else
+                prediction_result(f, p, self.classes, self.decision_threshold, return_raw,
                                   self.temperature) for f, p in zip(files, probabilities)]
 
     def measure_latency(self) -> Dict:
