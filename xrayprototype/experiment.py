@@ -47,10 +47,11 @@ RUN_STATE_SNAPSHOT = "run_state.json"
 MODES = ("train", "eval_infer", "resume", "read")
 #: data settings whose change means the data must be read (and split) again
 RELOADING_DATA_FIELDS = ("dataset_path", "path_to_csv", "delimiter", "trainval_split",
-                         "group_pattern", "group_column", "class_names")
+                         "group_pattern", "group_column", "file_column", "label_column",
+                         "class_names")
 #: data settings an evaluation set (eval_infer) may change; the others are the model's
 EVALUATION_DATA_FIELDS = ("dataset_path", "path_to_csv", "delimiter", "batch_size",
-                          "num_workers", "on_corrupt")
+                          "num_workers", "on_corrupt", "file_column", "label_column")
 
 
 class Experiment(Predictions):
@@ -255,7 +256,8 @@ class Experiment(Predictions):
         if fixed:
             raise ConfigError(f"{fixed} are fixed by the trained model in eval_infer mode; "
                               "only the evaluation data (dataset_path, path_to_csv, delimiter, "
-                              "batch_size, num_processors, on_corrupt) can change.")
+                              "file_column, label_column, batch_size, num_processors, "
+                              "on_corrupt) can change.")
         base = replace(self.eval_data_config or self.config.data, path_to_csv=None)
         checked = updated_config(ExperimentConfig(data=base), {"data": values}).data
         self.eval_data_config, self.eval_records = checked, None
@@ -281,6 +283,21 @@ class Experiment(Predictions):
         self.state["classes"] = self.data.classes
         self.state["dataset"] = self.data.summary()
         return self.data
+
+    def check_readable(self, size: Optional[int] = None) -> Dict:
+        """Decode every training and validation image once (kept in the cache when there is
+        one, so the first epoch does not decode again), skip the unreadable ones, and refuse a
+        class left without a readable image (``data.checks``); the counts go to the state."""
+        from .data.checks import check_readable
+
+        splits = {}
+        for split, records in (("train", self.data.train), ("val", self.data.val)):
+            store = self.store(split, records, size=size)
+            store.decode_all(max(self._data_config(split).num_workers, 4))
+            splits[split] = (records, store.skipped)
+        counts = check_readable(splits, required=("train",))
+        self.state.setdefault("dataset", {})["readable_class_counts"] = counts
+        return counts
 
     def load_eval_data(self) -> ImageRecords:
         if not self.classes:

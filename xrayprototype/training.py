@@ -222,6 +222,9 @@ class TrainingRun:
         experiment, state = self.experiment, self.experiment.state
         if experiment.data is None:
             experiment.load_data()
+        first = (state.get("training", {}).get("progress") or {}).get("epoch_completed", 0) \
+            if self.resume else 0
+        experiment.check_readable(self.plan.input_size(first))    # data.checks: no class lost
         if state.pop("decision_threshold", None):
             experiment.supersede_evaluation("its decision threshold was removed when training "
                                             "started again")
