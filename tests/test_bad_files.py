@@ -201,7 +201,7 @@ def test_damaged_and_deleted_model_files_name_the_file_and_the_fix(
     message = str(err.value)          # the framework's own error, wrapped by the core
     assert isinstance(err.value, ModelFileError)
     assert f"models/{best.name} (40 bytes) is truncated or corrupt" in message
-    assert "retrain" in message
+    assert "Train() without resume_train" in message
     best.write_bytes(saved)
 
     # a zero-byte optimizer state: resume names it (the weights themselves load)

@@ -39,8 +39,10 @@ def _relative(path: Path, folder: Path) -> str:
 def _restore_hint(paths, which: str) -> str:
     """Retrain, or the newest archived run that holds the same model, when one does."""
     archived = sorted(paths.dir.glob(f"archive/*/models/{which}[.-]*"), reverse=True)
-    hint = ("retrain (Prototype(...) then Train()), or resume from the last checkpoint with "
-            "resume_train=True if models/resume.* is intact")
+    again = (f"train it again: Prototype('{paths.project}', '{paths.experiment}') then Train() "
+             "without resume_train (the damaged run moves to archive/)")
+    hint = (f"the resume point is lost, so {again}; the run's best model, if intact, still "
+            "serves eval_infer=True") if which == "resume" else again
     if archived:
         folder = archived[0].parent
         hint += (f"; an earlier run's '{which}' model is in {_relative(folder, paths.dir)}/ "
@@ -57,6 +59,8 @@ def _missing(paths, which: str, state: Dict) -> ModelFileError:
                     for stem in ("resume", "last", "best") if stem != which
                     for p in saved_files(paths.models, stem)
                     if not any(mark in p.name for mark in OPTIMIZER_MARKS)})
+    committed = ((state.get("training") or {}).get("checkpoint") or {}).get("files") or {}
+    names = sorted(n for n in committed if n.split(".")[0].split("-")[0] == which) or names
     expected = ", ".join(str(paths.models / n) for n in names) or f"{paths.models / which}.*"
     return ModelFileError(
         f"the saved '{which}' model is missing: {expected} does not exist, although "
@@ -130,11 +134,15 @@ def _missing_part(paths, which: str, state: Dict, err: Exception) -> ModelFileEr
 def _damaged(paths, which: str, files: List[Path], err: Exception,
              optimizer_only: bool) -> ModelFileError:
     culprits = _culprits(files, err, optimizer_only)
-    names = ", ".join(f"{_relative(p, paths.dir)} ({p.stat().st_size} bytes)" for p in culprits)
+    names = ", ".join(f"{p} ({p.stat().st_size} bytes)" for p in culprits)
     part = "the optimizer state (the weights load)" if optimizer_only else f"the '{which}' model"
-    detail = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
+    lines = [line.strip() for line in str(err).strip().splitlines() if line.strip()]
+    # MXNet puts a C++ traceback first and the reason last
+    detail = (lines[-1] if lines[0].startswith("Traceback") else lines[0])[:300] if lines else ""
     what = "is" if len(culprits) == 1 else "are"
-    reason = f"{type(err).__name__}: {detail}"
+    kind = type(err).__name__
+    detail = detail[len(kind) + 2:] if detail.startswith(f"{kind}: ") else detail
+    reason = f"{kind}: {detail}" if detail else kind
     return ModelFileError(
         f"{names} {what} truncated or corrupt: {part} cannot be read ({reason}); "
         f"{_restore_hint(paths, which)}.")
