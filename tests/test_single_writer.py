@@ -139,6 +139,12 @@ def _while_b_holds_the_lock(seen, stale, root):
                        env=dict(os.environ, OMP_NUM_THREADS="1"))
     seen.c_returncode, seen.c_output = c.returncode, c.stdout + c.stderr
     seen.c_seconds = time.perf_counter() - started
+    cli = ("import sys; from xrayprototype.cli import main; sys.exit(main(['train', '--resume', "
+           f"'--workspace', {str(seen.workspace)!r}, '--project', {PROJECT!r}, '--experiment', "
+           f"{EXPERIMENT!r}, '--dataset', 'unused', '--quiet']))")
+    d = subprocess.run([sys.executable, "-c", cli], cwd=str(root), capture_output=True,
+                       text=True, timeout=120, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    seen.cli_returncode, seen.cli_output = d.returncode, d.stdout + d.stderr
     with pytest.raises(ExperimentLockedError) as refused:
         stale.Train()
     seen.stale_train_error = str(refused.value)
@@ -177,6 +183,12 @@ def test_the_second_process_is_refused_naming_the_holder(scenario):
     assert "ExperimentLockedError" in scenario.c_output
     assert f"process {scenario.b_pid} on host {socket.gethostname()}" in scenario.c_output
     assert "running Train" in scenario.c_output and "copy_from" in scenario.c_output
+
+
+def test_the_command_line_resume_is_refused_too(scenario):
+    assert scenario.cli_returncode == 2, scenario.cli_output[-3000:]
+    assert f"error: cannot Train (resume): experiment {PROJECT}/{EXPERIMENT} is being written " \
+        f"by process {scenario.b_pid}" in scenario.cli_output
 
 
 def test_the_first_run_finishes_and_logs_each_epoch_once(scenario):
