@@ -65,20 +65,21 @@ class NaNStop(Callback):
 class Checkpoint(Callback):
     """After each epoch: the resume point (weights and optimizer), the best model when the
     epoch improved, and every epoch's model with ``save_intermediate_models``; the last
-    weights when training ends."""
+    weights when training ends. Staged in a ``checkpoints.CheckpointStore``: they become
+    current when ``StateSaver`` commits them (see ``checkpoints.py``)."""
 
-    def __init__(self, backend, paths, save_intermediate: bool):
-        self.backend, self.paths, self.save_intermediate = backend, paths, save_intermediate
+    def __init__(self, store, save_intermediate: bool):
+        self.store, self.save_intermediate = store, save_intermediate
 
     def on_epoch_end(self, trainer, epoch, records, improved):
-        self.backend.save(self.paths.model_stem("resume"), with_optimizer=True)
+        self.store.stage("resume", with_optimizer=True)
         if improved:
-            self.backend.save(self.paths.model_stem("best"))
+            self.store.stage("best")
         if self.save_intermediate:
-            self.backend.save(self.paths.model_stem(f"epoch_{epoch + 1:03d}"))
+            self.store.stage(f"epoch_{epoch + 1:03d}")
 
     def on_train_end(self, trainer):
-        self.backend.save(self.paths.model_stem("last"))
+        self.store.stage("last")
 
 
 class HistoryLogger(Callback):
@@ -93,10 +94,12 @@ class HistoryLogger(Callback):
 
 class StateSaver(Callback):
     """Record the run's progress, schedule state and summary in ``experiment.json`` after each
-    epoch; a new best model supersedes an earlier evaluation of the experiment."""
+    epoch, which commits the checkpoint files staged for it; a new best model supersedes an
+    earlier evaluation of the experiment."""
 
-    def __init__(self, experiment, schedule, summarise: Callable):
+    def __init__(self, experiment, schedule, summarise: Callable, store):
         self.experiment, self.schedule, self.summarise = experiment, schedule, summarise
+        self.store = store
 
     def on_epoch_end(self, trainer, epoch, records, improved):
         experiment, progress = self.experiment, trainer.progress
@@ -106,7 +109,13 @@ class StateSaver(Callback):
         experiment.state["training"].update(progress=progress.__dict__.copy(),
                                             schedule=self.schedule.state_dict())
         experiment.state["summary"] = self.summarise(progress)
-        experiment.save_state(snapshot=True)
+        self.store.commit(experiment.state, epoch + 1,
+                          lambda: experiment.save_state(snapshot=True))
+
+    def on_train_end(self, trainer):
+        if self.store.staged:                           # the last weights
+            self.store.commit(self.experiment.state, trainer.progress.epoch_completed,
+                              self.experiment.save_state)
 
 
 class EarlyStopping(Callback):

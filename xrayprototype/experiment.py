@@ -26,6 +26,7 @@ import numpy as np
 from . import state as st
 from .backend import Backend, DEFAULT_BACKEND, canonical_backend_name, create_backend, \
     get_backend_class
+from .checkpoints import check_checkpoint
 from .config import DataConfig, ExperimentConfig
 from .data import (BatchLoader, ImageRecords, Normalizer, TrainValData, balanced_sample_weights,
                    load_eval, load_train_val)
@@ -131,6 +132,8 @@ class Experiment(Predictions):
         if mode == "resume" and not completed:
             raise ExperimentError(f"experiment {paths.experiment} has no completed epoch to "
                                   "resume from; open it without resume_train and Train().")
+        if mode != "read":                   # the committed checkpoint files, repaired
+            check_checkpoint(paths, state, mode, report)
         experiment = cls(paths, state["backend"], ExperimentConfig.from_dict(state["config"]),
                          state, mode, report)
         if mode != "read":

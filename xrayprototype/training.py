@@ -17,6 +17,7 @@ from . import state as st
 from .backend import Backend
 from .callbacks import (Callback, Checkpoint, EarlyStopping, HistoryLogger, NaNStop,
                         StageChange, StateSaver)
+from .checkpoints import CheckpointStore, recover
 from .config import TrainConfig
 from .data import BatchLoader
 from .errors import ConfigError, TrainingDivergedError
@@ -237,6 +238,7 @@ class TrainingRun:
                         "fit it again with Calibrate() after training")
         if not self.resume:
             if state.get("status") != st.STATUS_CREATED:
+                recover(experiment.paths, state)    # the archived run as its state committed it
                 archived = experiment.archive_previous_run()
                 if archived:
                     self.report(f"an earlier run of this experiment was moved to {archived}")
@@ -307,11 +309,13 @@ class TrainingRun:
                   frozen) -> List[Callback]:
         """The run's callbacks, in the order they are called."""
         experiment, train = self.experiment, self.config.train
+        store = CheckpointStore(experiment.backend, experiment.paths)
         return [StageChange(self.plan, self.enter_stage, self.epoch_setup, frozen),
                 NaNStop(),
-                Checkpoint(experiment.backend, experiment.paths, train.save_intermediate_models),
+                Checkpoint(store, train.save_intermediate_models),
                 HistoryLogger(history),
-                StateSaver(experiment, schedule, lambda progress: self.summary(progress, history)),
+                StateSaver(experiment, schedule, lambda progress: self.summary(progress, history),
+                           store),
                 EarlyStopping(train.early_stopping_patience, train.best_metric)]
 
     # ------------------------------------------------------------------ running
@@ -344,17 +348,28 @@ class TrainingRun:
         memory.start()
         try:
             trainer.run(progress)
+            memory.stop()
+            self._finish(history)
         except TrainingDivergedError as err:
             self._stop(st.STATUS_FAILED, str(err))
             raise
         except KeyboardInterrupt:
-            self._stop(st.STATUS_INTERRUPTED, "interrupted by the user; continue with "
-                       "Prototype(..., resume_train=True) and Train()")
+            self._stop(st.STATUS_INTERRUPTED, "interrupted by the user; " + self._how_to_continue())
+            raise
+        except Exception as err:  # noqa: BLE001  (recorded, then raised again unchanged)
+            self._stop(st.STATUS_FAILED, f"{type(err).__name__}: {str(err)[:500]}; fix the "
+                       f"cause, then {self._how_to_continue()}")
             raise
         finally:
             memory.stop()
-        self._finish(history)
         return state["summary"]
+
+    def _how_to_continue(self) -> str:
+        done = (self.experiment.state["training"].get("progress") or {}).get("epoch_completed")
+        if done:
+            return (f"continue after epoch {done} with Prototype(..., resume_train=True) and "
+                    "Train()")
+        return "no epoch was completed: start again with Train()"
 
     def _finish(self, history: "History") -> None:
         from .plots import training_curves
@@ -370,7 +385,10 @@ class TrainingRun:
     def _stop(self, status: str, reason: str) -> None:
         state = self.experiment.state
         state["status"], state["training"]["stopped_because"] = status, reason
-        self.experiment.save_state(snapshot=True)
+        try:
+            self.experiment.save_state(snapshot=True)
+        except Exception as err:  # noqa: BLE001  (the original error matters more)
+            self.report(f"could not record status '{status}' in experiment.json: {err}")
         self.report(f"stopped: {reason}")
 
     def summary(self, progress: Progress, history: "History") -> Dict:
