@@ -358,3 +358,14 @@ def test_the_ieee8023_metadata_csv_reads_with_named_columns(shared_dir):
                                            r"identifier.*label_column="):
         load_train_val(DataConfig(dataset_path=str(folder),
                                   path_to_csv=str(folder / "labels.csv")))
+
+
+def test_eda_counts_unreadable_files_instead_of_failing(tmp_path):
+    data = small_data(tmp_path / "data", per_class=6)
+    for image in sorted((data / "train" / "NORMAL").iterdir())[:3]:
+        image.write_bytes(b"")                       # at least two land in the train split
+    gtf = small_run(tmp_path / "ws", data / "train", "eda")
+    report = gtf.EDA()
+    sizes = report["image_sizes_sampled"]
+    assert set(sizes) == {"unreadable", "32x32 L"} and sizes["unreadable"] >= 2
+    assert sum(sizes.values()) == report["num_train"]

@@ -101,7 +101,8 @@ def estimate_statistics(store, max_images: int = 500, seed: int = 0) -> tuple:
 
 
 def sampled_image_sizes(records: ImageRecords, max_images: int = 200) -> dict:
-    """``{"WxH mode": count}`` over an evenly spaced sample of ``records`` (files or rows)."""
+    """``{"WxH mode": count}`` over an evenly spaced sample of ``records`` (files or rows);
+    files whose header cannot be read count under ``"unreadable"``."""
     from PIL import Image
 
     sizes = {}
@@ -111,7 +112,10 @@ def sampled_image_sizes(records: ImageRecords, max_images: int = 200) -> dict:
             mode = "L" if row.ndim == 2 or row.shape[2] == 1 else f"{row.shape[2]} channels"
             key = f"{row.shape[1]}x{row.shape[0]} {mode} (in memory)"
         else:
-            with Image.open(records.paths[index]) as image:
-                key = f"{image.size[0]}x{image.size[1]} {image.mode}"
+            try:
+                with Image.open(records.paths[index]) as image:
+                    key = f"{image.size[0]}x{image.size[1]} {image.mode}"
+            except Exception:  # noqa: BLE001  (DICOM, empty, not an image: not a size)
+                key = "unreadable"
         sizes[key] = sizes.get(key, 0) + 1
     return sizes
