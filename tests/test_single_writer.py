@@ -22,7 +22,7 @@ import pytest
 
 from xrayprototype import compare, prototype
 from xrayprototype.writer_lock import (ExperimentChangedError, ExperimentLockedError,
-                                       StaleLockWarning, WriterLock)
+                                       SHORT_WAIT_S, StaleLockWarning, WriterLock)
 
 pytestmark = pytest.mark.slow
 
@@ -182,7 +182,7 @@ def test_the_second_process_is_refused_naming_the_holder(scenario):
     assert scenario.c_returncode != 0
     assert "ExperimentLockedError" in scenario.c_output
     assert f"process {scenario.b_pid} on host {socket.gethostname()}" in scenario.c_output
-    assert "running Train" in scenario.c_output and "copy_from" in scenario.c_output
+    assert "(doing: Train, since" in scenario.c_output and "copy_from" in scenario.c_output
 
 
 def test_the_command_line_resume_is_refused_too(scenario):
@@ -263,3 +263,30 @@ def test_two_objects_of_one_process_are_two_writers(data, tmp_path):
             assert lock.held
     gtf.update_num_epochs(2)
     assert not Path(gtf.experiment.paths.dir / "writer.json").exists()
+
+
+SHORT_HOLD = """
+import time
+from pathlib import Path
+from xrayprototype.writer_lock import WriterLock
+lock = WriterLock(Path({folder!r}))
+lock.acquire("save its state", short=True)
+time.sleep(1.0)
+lock.release()
+time.sleep(60)
+"""
+
+
+def test_a_short_write_of_another_process_is_waited_for(data, tmp_path):
+    gtf = small(tmp_path / "ws", data)
+    folder = gtf.experiment.paths.dir
+    holder = _start(SHORT_HOLD.format(folder=str(folder)), tmp_path)
+    try:
+        _wait_for(lambda: (folder / "writer.json").exists(), "the holder", holder, timeout=60)
+        started = time.perf_counter()
+        gtf.update_num_epochs(2)              # waits for the other's save instead of failing
+        assert time.perf_counter() - started < SHORT_WAIT_S
+        assert _state(folder)["config"]["train"]["num_epochs"] == 2
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)

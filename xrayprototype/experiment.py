@@ -156,7 +156,7 @@ class Experiment(Predictions):
         if self.mode == "read":
             raise ExperimentError("this experiment was opened read-only (mode 'read').")
         try:
-            with self.writing("save its state"):
+            with self.writing("save its state", short=True):
                 self.state["config"] = self.config.to_dict()
                 self.state["backend"] = self.backend_name
                 st.write_state(self.paths.state_file, self.state)
@@ -171,14 +171,14 @@ class Experiment(Predictions):
         return True
 
     @contextlib.contextmanager
-    def writing(self, verb: str, new_run: bool = False):
+    def writing(self, verb: str, new_run: bool = False, short: bool = False):
         """Hold this experiment's write lock (``writer_lock``) while ``verb`` runs; re-entrant.
         Unless ``new_run``, refuses when another process trained the experiment again since
         this object read it (saving would overwrite that run's state)."""
         if self.writer.held:
             yield self
             return
-        with self.writer.hold(verb):
+        with self.writer.hold(verb, short):
             if not new_run:
                 check_not_superseded(self.paths, self.run_on_disk)
             yield self

@@ -31,6 +31,8 @@ from .errors import ExperimentError
 
 LOCK_FILE = ".lock"
 WRITER_FILE = "writer.json"
+#: how long a writer waits for a short write (one state save) of another to end
+SHORT_WAIT_S = 3.0
 
 
 class ExperimentLockedError(ExperimentError):
@@ -61,7 +63,7 @@ def _utc(seconds: float) -> str:
 
 
 def describe_holder(holder: Optional[Dict]) -> str:
-    """'pid 123 on host h, running Train (python x.py) since ... (4 min)'."""
+    """'process 123 on host h (doing: Train, since ... UTC, 4.0 min; command: x.py)'."""
     if not holder:
         return "a process that has not written writer.json yet (it is just starting)"
     who = "this same process (another open object of this experiment)" \
@@ -69,8 +71,8 @@ def describe_holder(holder: Optional[Dict]) -> str:
         else f"process {holder.get('pid')} on host {holder.get('host')}"
     since = holder.get("started", 0)
     minutes = max(0.0, (time.time() - since) / 60)
-    return (f"{who}, running {holder.get('verb')} (command: {holder.get('command')}) since "
-            f"{_utc(since)} ({minutes:.1f} min)")
+    return (f"{who} (doing: {holder.get('verb')}, since {_utc(since)}, {minutes:.1f} min; "
+            f"command: {holder.get('command')})")
 
 
 def _file_lock(path: Path) -> FileLock:
@@ -105,8 +107,9 @@ class WriterLock:
         except (OSError, ValueError):
             return None
 
-    def acquire(self, verb: str) -> None:
-        """Take the lock at once, or raise ExperimentLockedError naming the holder."""
+    def acquire(self, verb: str, short: bool = False) -> None:
+        """Take the lock, or raise ExperimentLockedError naming the holder; ``short``: only
+        for one quick write (others then wait for it instead of being refused)."""
         if self.depth:
             self.depth += 1
             return
@@ -114,7 +117,7 @@ class WriterLock:
         lock = _file_lock(self.folder / LOCK_FILE)
         self._take(lock, verb)
         self._recover(self.holder())
-        self._write_holder(verb)
+        self._write_holder(verb, short)
         self._lock, self.depth = lock, 1
 
     def release(self) -> None:
@@ -128,40 +131,39 @@ class WriterLock:
             lock.release()
 
     @contextlib.contextmanager
-    def hold(self, verb: str) -> Iterator["WriterLock"]:
-        self.acquire(verb)
+    def hold(self, verb: str, short: bool = False) -> Iterator["WriterLock"]:
+        self.acquire(verb, short)
         try:
             yield self
         finally:
             self.release()
 
     # ------------------------------------------------------------------ helpers
-    def _holder_of_live_lock(self) -> Optional[Dict]:
-        """writer.json of the process holding the lock (it writes it just after locking)."""
-        for _ in range(10):
-            holder = self.holder()
-            if holder:
-                return holder
-            time.sleep(0.1)
-        return None
-
     def _take(self, lock: FileLock, verb: str) -> None:
-        """Lock now; a holder that is dead (same host) only delays it: the kernel releases its
-        lock, and a soft lock file it left (no OS locks on this file system) is removed."""
-        for _ in range(10):
+        """Lock now, or refuse naming the holder. Two cases only delay it: a short write (one
+        ``experiment.json`` save, or a holder that has not written ``writer.json`` yet) is
+        waited for up to ``SHORT_WAIT_S``; a dead holder (same host) releases its OS lock with
+        its process, and a soft lock file it left (no OS locks here) is removed."""
+        deadline, dead_seen = time.time() + SHORT_WAIT_S, 0
+        while True:
             try:
                 lock.acquire(timeout=0)
                 return
             except Timeout:
-                holder = self._holder_of_live_lock()
-                if not self._dead(holder):
-                    raise self._refusal(verb, holder) from None
-                time.sleep(0.1)
-        self._clear_soft_lock()
-        try:
-            lock.acquire(timeout=0)
-        except Timeout:
-            raise self._refusal(verb, self.holder()) from None
+                holder = self.holder()
+            brief = holder is None or bool(holder.get("short"))
+            if self._dead(holder):
+                dead_seen += 1
+                if dead_seen > 10:
+                    self._clear_soft_lock()
+                    try:
+                        lock.acquire(timeout=0)
+                        return
+                    except Timeout:
+                        raise self._refusal(verb, self.holder()) from None
+            elif not brief or time.time() > deadline:
+                raise self._refusal(verb, holder) from None
+            time.sleep(0.05)
 
     @staticmethod
     def _dead(holder: Optional[Dict]) -> bool:
@@ -185,8 +187,8 @@ class WriterLock:
         with contextlib.suppress(Exception):
             self.report(f"warning: {text}")
 
-    def _write_holder(self, verb: str) -> None:
-        record = {"pid": os.getpid(), "host": socket.gethostname(), "verb": verb,
+    def _write_holder(self, verb: str, short: bool) -> None:
+        record = {"pid": os.getpid(), "host": socket.gethostname(), "verb": verb, "short": short,
                   "command": " ".join(sys.argv)[:300] or sys.executable,
                   "started": time.time(), "started_utc": _utc(time.time())}
         temporary = self.writer_file.with_name(f".{WRITER_FILE}.{os.getpid()}.tmp")
