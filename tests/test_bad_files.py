@@ -280,3 +280,17 @@ def test_model_path_wins_over_the_hub_offline(tmp_path, offline, backend_name):
         warnings.simplefilter("ignore")
         backend.build_model(ModelConfig(use_pretrained=True, model_path=str(path), **settings), 2)
     np.testing.assert_array_equal(_first_conv(backend_name, backend.model), expected)
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_an_unreadable_model_path_names_the_file(tmp_path, offline, backend_name):
+    from xrayprototype.errors import PretrainedWeightsError
+
+    suffix = {"pytorch": ".safetensors", "gluon": ".params", "keras": ".weights.h5"}[backend_name]
+    path = tmp_path / f"cut{suffix}"
+    path.write_bytes(b"\x00garbage" * 8)
+    backend = create_backend(backend_name)
+    with pytest.raises(PretrainedWeightsError) as err:
+        backend.build_model(ModelConfig(model_name="resnet18", use_pretrained=True, use_gpu=False,
+                                        model_path=str(path)), 2)
+    assert str(path) in str(err.value)

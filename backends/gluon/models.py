@@ -255,7 +255,14 @@ def load_weights_file(net, path: str, ctx=None) -> Dict[str, int]:
     if not file.is_file():
         raise PretrainedWeightsError(f"model_path '{path}' does not exist; give the path of an "
                                      "MXNet .params file (save_parameters or export).")
-    loaded = mx.nd.load(str(file))
+    try:
+        loaded = mx.nd.load(str(file))
+    except Exception as err:  # noqa: BLE001  (MXNetError: Invalid NDArray file format)
+        reason = [line for line in str(err).splitlines() if line.strip()][-1:] or [""]
+        raise PretrainedWeightsError(
+            f"model_path '{file}' ({file.stat().st_size} bytes) cannot be read: it is truncated "
+            f"or not an MXNet .params file ({type(err).__name__}: {reason[0][:200]}); give a "
+            ".params file written by save_parameters() or export().") from None
     if not isinstance(loaded, dict):
         raise PretrainedWeightsError(f"{file.name} holds no named parameters; save it with "
                                      "net.save_parameters() or net.export().")

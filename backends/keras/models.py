@@ -177,7 +177,14 @@ def _base_network(name: str, pretrained: bool, model_path: Optional[str]):
                 "'resnet50' or 'mobilenet_v2'.")
         base = resnet_basic(name)
         if model_path:
-            base.load_weights(model_path)
+            try:
+                base.load_weights(model_path)
+            except Exception as err:  # noqa: BLE001  (ValueError, OSError from h5py, ...)
+                raise PretrainedWeightsError(
+                    f"could not load model_path '{model_path}' into keras model '{name}' "
+                    f"({type(err).__name__}: {str(err)[:300]}); give a weights file of this "
+                    f"{name}'s base network (.weights.h5, as base.save_weights writes it), "
+                    "not a whole .keras model.") from None
         return base
     weights = model_path or ("imagenet" if pretrained else None)
     try:
