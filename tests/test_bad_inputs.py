@@ -369,3 +369,10 @@ def test_eda_counts_unreadable_files_instead_of_failing(tmp_path):
     sizes = report["image_sizes_sampled"]
     assert set(sizes) == {"unreadable", "32x32 L"} and sizes["unreadable"] >= 2
     assert sum(sizes.values()) == report["num_train"]
+
+
+def test_the_shortcut_audit_features_mark_exotic_files_unreadable(tmp_path, pixel_limit):
+    from xrayprototype.audit_features import file_features
+
+    for path in write_exotic_files(tmp_path).values():
+        assert file_features(path)["format"] == "unreadable", path.name

@@ -123,7 +123,7 @@ def file_features(path, edge: int = EDGE) -> Dict:
                     _MODE_BITS.get(image.mode, 8), image.format or path.suffix.lstrip("."),
                     path.stat().st_size)
         features.update(border_statistics(load_image(path, SMALL, channels=1), edge))
-    except (OSError, SyntaxError, ValueError) as err:
+    except Exception as err:  # noqa: BLE001  (whatever a decoder raises, the file is unreadable)
         if isinstance(err, DatasetError) and "pydicom" in str(err):
             raise
         features = _shape_features(0, 1, 0, "unreadable", 0, "unreadable", None)
