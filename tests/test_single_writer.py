@@ -150,6 +150,8 @@ def _while_b_holds_the_lock(seen, stale, root):
     seen.stale_train_error = str(refused.value)
     with pytest.raises(ExperimentLockedError):
         stale.experiment.archive_previous_run()
+    with pytest.raises(ExperimentLockedError, match="cannot Find_Learning_Rate"):
+        stale.Find_Learning_Rate(num_iterations=2)            # refused before the sweep
     seen.b_epochs_while_held = _epochs_done(seen.folder)
     table = compare(verbose=0, workspace=seen.workspace)
     table.Comparison("while-training")

@@ -152,8 +152,9 @@ class RecipeVerbs(FacadeBase):
                 or num_iterations < 2:
             raise ConfigError(f"num_iterations must be an integer >= 2, got {num_iterations!r}.")
         experiment.check_model_name()
-        result = find_learning_rate(experiment, float(start_lr), float(end_lr), num_iterations,
-                                    smoothing, divergence_factor)
+        with experiment.writing("Find_Learning_Rate"):      # refused before the sweep
+            result = find_learning_rate(experiment, float(start_lr), float(end_lr),
+                                        num_iterations, smoothing, divergence_factor)
         self._say(f"learning-rate range test: {len(result.learning_rates)} steps, "
                   f"{result.stopped}; suggested learning rate {result.suggested_lr:.2e} "
                   f"({result.method}); plot: {experiment.paths.logs / 'lr_finder.png'}")
