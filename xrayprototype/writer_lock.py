@@ -101,11 +101,14 @@ class WriterLock:
         return self.folder / WRITER_FILE
 
     def holder(self) -> Optional[Dict]:
-        """The content of writer.json, or None (absent or torn)."""
+        """The content of writer.json, or None (absent, torn or not a writer record)."""
         try:
-            return json.loads(self.writer_file.read_text(encoding="utf-8"))
+            record = json.loads(self.writer_file.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
+        if not isinstance(record, dict) or not isinstance(record.get("started", 0), (int, float)):
+            return None
+        return record
 
     def acquire(self, verb: str, short: bool = False) -> None:
         """Take the lock, or raise ExperimentLockedError naming the holder; ``short``: only
