@@ -48,19 +48,21 @@ gtf.update_seed(0)
 gtf.Train()
 """.format(project=PROJECT, experiment=EXPERIMENT, epochs=EPOCHS)
 
-WEIGHTS = (".safetensors", "-0000.params", ".keras")          # each backend's weights file
-OPTIMIZER = (".optimizer.pt", ".states", ".optimizer.npz")   # and its optimizer state
+#: each backend's weights file and optimizer state, as ``save`` names them
+WEIGHTS = {"pytorch": ".safetensors", "gluon": "-0000.params", "keras": ".keras"}
+OPTIMIZER = {"pytorch": ".optimizer.pt", "gluon": ".states", "keras": ".optimizer.npz"}
 
-#: (case id, epoch (EPOCHS + 1: when training ends), what is written there, tear the file,
-#:  what must follow: "resume" (reproduces the run) or "none yet" (no epoch committed))
+#: (case id, the write point: label pattern ({w}: weights, {o}: optimizer suffix) and which
+#:  of its occurrences, tear the file, what must follow: "resume" (reproduces the run) or
+#:  "none yet" (no epoch committed)); each epoch stages one resume.* and commits once
 CASES = [
-    ("resume-weights-torn", 2, ("staged resume", WEIGHTS), True, "resume"),
-    ("optimizer-state-torn", 2, ("staged resume", OPTIMIZER), True, "resume"),
-    ("best-weights-torn", 1, ("staged best", WEIGHTS), True, "none yet"),
-    ("best-before-rename", 1, ("rename-before best", WEIGHTS), False, "resume"),
-    ("between-weights-and-state", 2, ("state-before", ()), False, "resume"),
-    ("after-state-before-renames", 2, ("state-after", ()), False, "resume"),
-    ("last-weights-before-rename", 3, ("rename-before last", WEIGHTS), False, "resume"),
+    ("resume-weights-torn", "staged resume{w}", 2, True, "resume"),
+    ("optimizer-state-torn", "staged resume{o}", 2, True, "resume"),
+    ("best-weights-torn", "staged best{w}", 1, True, "none yet"),
+    ("best-before-rename", "rename-before best{w}", 1, False, "resume"),
+    ("between-weights-and-state", "state-before", 2, False, "resume"),
+    ("after-state-before-renames", "state-after", 2, False, "resume"),
+    ("last-weights-before-rename", "rename-before last{w}", 1, False, "resume"),
 ]
 #: cases run on every backend; the others on the first installed one only (time)
 EVERY_BACKEND = ("resume-weights-torn", "optimizer-state-torn", "best-before-rename",
@@ -116,27 +118,6 @@ def _run_in_process(workspace, backend, data):
     return gtf
 
 
-def _epochs(points):
-    """The write points per checkpoint: a new one starts at the first staged file after a
-    commit (epoch 1, 2, ..., then the last weights when training ends)."""
-    groups, previous = [], ""
-    for number, label in points:
-        if label.startswith("staged") and not previous.startswith("staged"):
-            groups.append([])
-        if groups:
-            groups[-1].append((number, label))
-        previous = label
-    return groups
-
-
-def _point(points, epoch, what):
-    prefix, suffixes = what
-    found = [n for n, label in _epochs(points)[epoch - 1] if label.startswith(prefix)
-             and (not suffixes or label.endswith(suffixes))]
-    assert found, f"no write point {what} in checkpoint {epoch} of {points}"
-    return found[0]
-
-
 def _killed_run(workspace, backend, data, kill_at, tear):
     dropped = ("XRAYPROTOTYPE_WORKSPACE", durable.TRACE_ENV)
     env = {k: v for k, v in os.environ.items() if k not in dropped}
@@ -160,15 +141,16 @@ RUNS = [(backend, case) for backend in BACKENDS for case in CASES
 
 
 @pytest.fixture(scope="module")
-def killed(reference, tiny_data, tmp_path_factory):
+def killed(tiny_data, tmp_path_factory):
     """The killed runs, two at a time in the background (each one process on one core)
-    while the tests resume the finished ones: ``{(backend, case id): future of workspace}``."""
+    while the reference trains and the tests resume the finished ones:
+    ``{(backend, case id): future of the workspace}``."""
     from concurrent.futures import ThreadPoolExecutor
 
     def kill(backend, case):
         workspace = tmp_path_factory.mktemp(f"killed-{backend}-{case[0]}") / "ws"
-        _killed_run(workspace, backend, tiny_data,
-                    _point(reference[backend]["points"], case[1], case[2]), case[3])
+        label = case[1].format(w=WEIGHTS[backend], o=OPTIMIZER[backend])
+        _killed_run(workspace, backend, tiny_data, f"{label}@{case[2]}", case[3])
         return workspace
 
     with ThreadPoolExecutor(max_workers=2) as pool:
@@ -178,7 +160,7 @@ def killed(reference, tiny_data, tmp_path_factory):
 @pytest.mark.parametrize("backend,case", [pytest.param(*run, id=f"{run[0]}-{run[1][0]}")
                                           for run in RUNS])
 def test_a_kill_at_a_checkpoint_write_resumes_exactly_or_refuses(
-        backend, case, reference, killed):
+        backend, case, killed, reference):
     outcome, run = case[4], reference[backend]
     workspace = killed[(backend, case[0])].result()
 
@@ -202,11 +184,21 @@ def test_a_kill_at_a_checkpoint_write_resumes_exactly_or_refuses(
     assert not (workspace / PROJECT / EXPERIMENT / "models" / ".pending").exists()
 
 
-def test_the_write_points_cover_every_checkpoint_file(reference):
-    labels = [label for _, label in reference[BACKENDS[0]]["points"]]
-    for wanted in ("staged resume.", "staged best", "state-before", "state-after",
-                   "rename-before resume.", "rename-after best", "staged last"):
-        assert any(label.startswith(wanted) for label in labels), (wanted, labels)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_every_checkpoint_file_goes_through_stage_commit_rename(reference, backend):
+    """Every file of every checkpoint is staged, then the state commits, then the renames;
+    and the cases above name real write points of each backend."""
+    labels = [label for _, label in reference[backend]["points"]]
+    assert labels.count("state-before") == labels.count("state-after") == EPOCHS + 1
+    staged = [label.split(" ", 1)[1] for label in labels if label.startswith("staged")]
+    renamed = [label.split(" ", 1)[1] for label in labels if label.startswith("rename-after")]
+    assert sorted(staged) == sorted(renamed)
+    assert {name.split(".")[0].split("-")[0] for name in staged} == {"resume", "best", "last"}
+    models = reference[backend]["workspace"] / PROJECT / EXPERIMENT / "models"
+    assert sorted(set(staged)) == sorted(p.name for p in models.iterdir())
+    for _, pattern, occurrence, _, _ in CASES:
+        label = pattern.format(w=WEIGHTS[backend], o=OPTIMIZER[backend])
+        assert labels.count(label) >= occurrence, (label, labels)
 
 
 def _copy_of(reference, backend, root):

@@ -6,12 +6,17 @@ another name in the same folder, flushed and fsynced, renamed over the final nam
 itself survives a power loss. ``checkpoints.py`` builds the experiment's commit protocol on it.
 
 Fault injection (tests only): ``XRAYPROTOTYPE_FAULT_KILL_AT=N`` sends SIGKILL to this process
-at the N-th ``fault_point`` (1-based); ``XRAYPROTOTYPE_FAULT_TRACE=<file>`` appends the label
-of every point to that file, so that a test can pick N by what happens there.
+at the N-th ``fault_point`` (1-based), ``XRAYPROTOTYPE_FAULT_KILL_AT=GLOB@K`` at the K-th point
+whose label matches ``GLOB`` (``staged best.safetensors@1``, ``state-before@2``);
+``XRAYPROTOTYPE_FAULT_TRACE=<file>`` appends the number and label of every point to that file.
+The labels: ``staged <file>`` (a checkpoint file written into ``models/.pending``),
+``state-before`` / ``state-after`` (around the commit, ``experiment.json``),
+``rename-before <file>`` / ``rename-after <file>`` (moving a committed file into place).
 
 Example:
     >>> replace_durably(Path("models/.pending/best.safetensors"), Path("models/best.safetensors"))
 """
+import fnmatch
 import hashlib
 import os
 import signal
@@ -21,12 +26,12 @@ from typing import Optional
 KILL_ENV = "XRAYPROTOTYPE_FAULT_KILL_AT"
 TRACE_ENV = "XRAYPROTOTYPE_FAULT_TRACE"
 TEAR_ENV = "XRAYPROTOTYPE_FAULT_TEAR"     # "1": halve the point's file before the kill
-_counter = [0]
+_counter, _matched = [0], [0]
 
 
 def reset_fault_points() -> None:
     """Start counting fault points from 1 again (a test running several trainings)."""
-    _counter[0] = 0
+    _counter[0] = _matched[0] = 0
 
 
 def fault_point(label: str, path: Optional[Path] = None) -> None:
@@ -41,10 +46,22 @@ def fault_point(label: str, path: Optional[Path] = None) -> None:
     if trace:
         with open(trace, "a", encoding="utf-8") as handle:
             handle.write(f"{_counter[0]} {label}\n")
-    if kill_at and int(kill_at) == _counter[0]:
+    if kill_at and _kill_here(kill_at, label):
         if path is not None and os.environ.get(TEAR_ENV) == "1" and Path(path).is_file():
             os.truncate(path, Path(path).stat().st_size // 2)
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _kill_here(kill_at: str, label: str) -> bool:
+    """``N``: the N-th point of the process; ``GLOB@K``: the K-th point whose label matches
+    the shell pattern ``GLOB`` (e.g. ``staged resume.optimizer.pt@2``: epoch 2's)."""
+    if "@" not in kill_at:
+        return int(kill_at) == _counter[0]
+    pattern, occurrence = kill_at.rsplit("@", 1)
+    if not fnmatch.fnmatchcase(label, pattern):
+        return False
+    _matched[0] += 1
+    return _matched[0] == int(occurrence)
 
 
 def fsync_file(path: Path) -> None:
