@@ -127,6 +127,13 @@ def _checked_shape(path: Path, state: Any) -> Dict[str, Any]:
         raise ExperimentError(f"{path} holds a JSON {type(state).__name__}, not an experiment "
                               f"state (a JSON object with 'backend' and 'config'); "
                               f"{_state_fix(path)}")
+    if state.get("kind") == "ensemble":         # ensemble.json: members, not a model
+        if not isinstance(state.get("members"), list) or not isinstance(
+                state.get("schema_version"), int):
+            raise ExperimentError(f"{path} is not a usable ensemble state ('members' must be a "
+                                  "list, 'schema_version' an integer); delete it and call "
+                                  "Ensemble(name) and Add_Member(...) again.")
+        return state
     problems = [f"'{key}' is missing" for key in _REQUIRED if key not in state]
     for key, kind in list(_REQUIRED.items()) + list(_TYPES.items()):
         if key in state and not isinstance(state[key], kind):
