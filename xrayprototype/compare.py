@@ -53,6 +53,8 @@ def experiment_row(paths: ExperimentPaths) -> Dict:
         "project": paths.project, "experiment": paths.experiment,
         "backend": state.get("backend"), "model": config.get("model", {}).get("model_name"),
         "status": state.get("status"), "classes": ",".join(state.get("classes", [])),
+        "status_reason": (state.get("training") or {}).get("stopped_because")
+        if state.get("status") in ("failed", "interrupted") else None,
         "input_size": config.get("data", {}).get("input_size"),
         "batch_size": config.get("data", {}).get("batch_size"),
         "optimizer": config.get("optim", {}).get("optimizer"),
@@ -145,7 +147,8 @@ class compare(NamedCollection):  # noqa: N801  (Monk's spelling is the public AP
 
         Returns:
             A pandas DataFrame, one row per experiment in the order added: project,
-            experiment, backend, model, status, classes, input_size, batch_size, optimizer,
+            experiment, backend, model, status, status_reason (why a failed or interrupted
+            run stopped, and how to continue it), classes, input_size, batch_size, optimizer,
             learning_rate, num_train, epochs, best_epoch, best_val_accuracy, best_val_loss,
             best_val_roc_auc, final_train_accuracy, train_time_s, seconds_per_epoch,
             train_images_per_s, peak_cpu_memory_mb, peak_gpu_memory_mb, num_parameters,
