@@ -257,3 +257,20 @@ def test_any_exception_during_training_leaves_status_failed_with_the_reason(
     ctf.Add_Experiment(PROJECT, EXPERIMENT)
     row = ctf.Generate_Statistics().iloc[0]
     assert row["status"] == "failed" and "OSError" in row["status_reason"]
+
+
+def test_a_reader_that_read_the_state_before_a_commit_takes_the_newer_one(reference, tmp_path):
+    """eval_infer opened while training: the state it read names the previous best, which the
+    writer has just replaced; the check reads the newer commit instead of calling it damaged."""
+    from xrayprototype.checkpoints import check_checkpoint
+    from xrayprototype.workspace import ExperimentPaths
+
+    workspace, _ = _copy_of(reference, BACKENDS[0], tmp_path)
+    paths = ExperimentPaths(workspace, PROJECT, EXPERIMENT)
+    current = json.loads(paths.state_file.read_text())
+    older = json.loads(paths.state_file.read_text())
+    for record in older["training"]["checkpoint"]["files"].values():
+        record["sha256"] = "0" * 64                       # what the previous epoch held
+    older["training"]["checkpoint"]["epoch"] -= 1
+    check_checkpoint(paths, older, "eval_infer")
+    assert older["training"]["checkpoint"] == current["training"]["checkpoint"]

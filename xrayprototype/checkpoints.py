@@ -27,6 +27,7 @@ from typing import Callable, Dict, List, Optional
 
 from .durable import fault_point, file_record, fsync_dir, fsync_file, matches, replace_durably
 from .errors import ExperimentError
+from .state import read_state
 
 PENDING = ".pending"
 
@@ -111,13 +112,32 @@ def recover(paths, state: Dict, discard_uncommitted: bool = True) -> Dict[str, s
     return problems
 
 
+def _newer_commit(paths, state: Dict) -> bool:
+    """A reader may have read the state just before a writer committed and moved the next
+    epoch's files: take the newer state (in place) and check again, rather than call the
+    moved files damaged."""
+    try:
+        fresh = read_state(paths.state_file)
+    except ExperimentError:
+        return False
+    if (fresh.get("training") or {}).get("checkpoint") == \
+            (state.get("training") or {}).get("checkpoint"):
+        return False
+    state.clear()
+    state.update(fresh)
+    return True
+
+
 def check_checkpoint(paths, state: Dict, mode: str, report: Optional[Callable] = None) -> None:
     """Verify (and repair) the committed files before ``mode`` uses them: ``resume`` needs
     ``resume.*`` and ``best.*``, ``eval_infer`` needs ``best.*``; a problem with another file
     (``last.*``, ``epoch_NNN.*``) is only reported."""
-    problems = recover(paths, state, discard_uncommitted=mode in ("resume", "train"))
     needed = ("resume", "best") if mode == "resume" else ("best",) if mode == "eval_infer" else ()
-    fatal = {n: p for n, p in problems.items() if n.split(".")[0].split("-")[0] in needed}
+    for _ in range(3):
+        problems = recover(paths, state, discard_uncommitted=mode in ("resume", "train"))
+        fatal = {n: p for n, p in problems.items() if n.split(".")[0].split("-")[0] in needed}
+        if not fatal or not _newer_commit(paths, state):
+            break
     for name, problem in problems.items():
         if name not in fatal and report is not None:
             report(f"warning: {problem}")

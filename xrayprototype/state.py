@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List
 
 from ._version import __version__
+from .durable import fsync_dir
 from .errors import ExperimentError
 
 SCHEMA_VERSION = 1
@@ -66,6 +67,7 @@ def write_state(path: Path, state: Dict[str, Any]) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+        fsync_dir(path.parent)           # the rename itself survives a power loss
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
