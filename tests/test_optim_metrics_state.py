@@ -220,7 +220,8 @@ def test_read_state_refuses_a_newer_schema(tmp_path):
 
 def test_read_state_upgrades_schema_0(tmp_path):
     path = tmp_path / "experiment.json"
-    path.write_text(json.dumps({"status": "trained", "classes": ["N", "P"]}))
+    path.write_text(json.dumps({"status": "trained", "classes": ["N", "P"],
+                                "backend": "pytorch", "config": {}}))
     state = st.read_state(path)
     assert state["schema_version"] == st.SCHEMA_VERSION and state["classes"] == ["N", "P"]
 

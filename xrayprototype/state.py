@@ -90,12 +90,13 @@ def read_state(path: Path) -> Dict[str, Any]:
         state = json.loads(text)
     except json.JSONDecodeError as err:
         raise ExperimentError(f"{path} is not valid JSON ({err}); {_state_fix(path)}") from None
-    state = _checked_shape(path, state)
-    version = state["schema_version"]
-    if version > SCHEMA_VERSION:
-        raise ExperimentError(
+    version = state.get("schema_version", 0) if isinstance(state, dict) else 0
+    if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
+        raise ExperimentError(       # checked first: a newer schema may have another shape
             f"{path} was written by a newer xrayprototype (schema {version} > {SCHEMA_VERSION});"
             " upgrade with `pip install -U xrayprototype`.")
+    state = _checked_shape(path, state)
+    version = state["schema_version"]
     while version < SCHEMA_VERSION:
         state = _UPGRADES[version](state)
         version = state["schema_version"]
