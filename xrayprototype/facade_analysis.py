@@ -13,7 +13,7 @@ from typing import Callable, List, Sequence
 from .analysis import ExperimentSpec, run_specs, stratified_subset
 from .errors import ConfigError
 from .facade_base import FacadeBase
-from .facade_settings import optimizer_changes
+from .facade_optim import optimizer_changes
 from .workspace import ExperimentPaths, scratch_dir
 
 STATES = ("keep_all", "keep_none")

@@ -18,12 +18,15 @@ from .facade_analysis import AnalysisVerbs
 from .facade_audit import AuditVerbs
 from .facade_evaluation import EvaluationVerbs
 from .facade_explain import ExplanationVerbs
+from .facade_optim import OptimizationVerbs
 from .facade_recipes import RecipeVerbs
 from .facade_settings import SettingsVerbs
+from .facade_transforms import TransformVerbs
 from .workspace import ExperimentPaths, resolve_root
 
 
-class prototype(SettingsVerbs, RecipeVerbs, EvaluationVerbs, ExplanationVerbs,  # noqa: N801
+class prototype(SettingsVerbs, OptimizationVerbs, TransformVerbs, RecipeVerbs,  # noqa: N801
+                EvaluationVerbs, ExplanationVerbs,
                 AnalysisVerbs, AuditVerbs):     # (Monk's spelling)
     """One experiment at a time: ``Prototype`` opens it, the other verbs act on it.
 
