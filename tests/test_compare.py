@@ -53,7 +53,8 @@ def test_generate_statistics_writes_table_plots_and_offline_html(bench):
 
     folder = workspace / "comparison" / "Backbones"
     for name in ("comparison.csv", "summary.html", "train_accuracy.png", "val_accuracy.png",
-                 "train_loss.png", "val_loss.png", "best_val_accuracy.png", "train_time_s.png",
+                 "train_loss.png", "val_loss.png", "stats_best_val_acc.png", "stats_training_time.png",
+                 "stats_max_gpu_usage.png",
                  "seconds_per_epoch.png", "peak_cpu_memory_mb.png", "num_parameters.png",
                  "test_accuracy.png"):
         assert (folder / name).is_file(), name

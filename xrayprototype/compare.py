@@ -38,6 +38,12 @@ BAR_CHARTS = [
     ("eval_ms_per_image", "evaluation time per image (ms)", 1.0),
     ("latency_ms_per_image", "inference latency, batch of 1 (ms per image)", 1.0),
 ]
+#: the charts Monk's compare wrote, under Monk's file names: always written (a figure no
+#: experiment measured, such as GPU memory on a CPU-only machine, is drawn as 0 and the
+#: title says so), so Monk notebooks that display them find them
+MONK_CHART_FILES = {"best_val_accuracy": "stats_best_val_acc",
+                    "train_time_s": "stats_training_time",
+                    "peak_gpu_memory_mb": "stats_max_gpu_usage"}
 #: bar charts drawn with an interval: column -> (low column, high column)
 ERROR_BARS = {"test_roc_auc": ("test_roc_auc_low", "test_roc_auc_high")}
 CURVES = [("train", "accuracy"), ("val", "accuracy"), ("train", "loss"), ("val", "loss")]
@@ -144,6 +150,8 @@ class compare(NamedCollection):  # noqa: N801  (Monk's spelling is the public AP
     def Generate_Statistics(self):
         """Write the plots (training and validation accuracy and loss per epoch, one bar
         chart per figure some experiment has), ``comparison.csv`` and ``summary.html``.
+        Monk's three charts keep Monk's file names and are always written:
+        ``stats_best_val_acc.png``, ``stats_training_time.png``, ``stats_max_gpu_usage.png``.
 
         Returns:
             A pandas DataFrame, one row per experiment in the order added: project,
@@ -227,17 +235,21 @@ def _bar_plots(table, folder: Path) -> List[Path]:
     plt, written = _pyplot(), []
     labels = [_label(row) for _, row in table.iterrows()]
     for column, title, scale in BAR_CHARTS:
-        if column not in table or table[column].isna().all():
+        measured = column in table and not table[column].isna().all()
+        if not measured and column not in MONK_CHART_FILES:
             continue
-        values = [0.0 if v is None or v != v else v * scale for v in table[column]]
+        column_values = table[column] if column in table else [None] * len(labels)
+        values = [0.0 if v is None or v != v else v * scale for v in column_values]
+        title = title if measured else f"{title}: not measured by any experiment"
         fig, axis = plt.subplots(figsize=(max(5, 1.3 * len(labels) + 2), 4))
         bars = axis.bar(range(len(labels)), values, color="tab:blue",
-                        yerr=_error_bars(table, column, values, scale), capsize=4)
+                        yerr=_error_bars(table, column, values, scale) if measured else None,
+                        capsize=4)
         axis.bar_label(bars, fmt="%.3g", fontsize=8)
         axis.set_xticks(range(len(labels)), labels, rotation=25, ha="right", fontsize=8)
         axis.set_title(title)
         fig.tight_layout()
-        path = folder / f"{column}.png"
+        path = folder / f"{MONK_CHART_FILES.get(column, column)}.png"
         fig.savefig(path, dpi=100)
         plt.close(fig)
         written.append(path)
