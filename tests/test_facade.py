@@ -102,7 +102,7 @@ def test_evaluate_returns_monk_per_class_consistent_with_accuracy(evaluated):
     accuracy, per_class = evaluated.result["accuracy"], evaluated.result["per_class"]
     assert set(per_class) == {"NORMAL", "PNEUMONIA"}
     for name, row in per_class.items():
-        assert set(row) == {"num_images", "num_correct", "accuracy"}
+        assert set(row) == {"num_images", "num_correct", "accuracy(%)", "accuracy"}
         assert row["num_images"] == 15
         assert row["accuracy"] == pytest.approx(100.0 * row["num_correct"] / row["num_images"])
     correct = sum(r["num_correct"] for r in per_class.values())
@@ -376,7 +376,7 @@ def test_apply_to_validation_warns_that_it_is_ignored(tmp_path):
     gtf = prototype(verbose=0, workspace=tmp_path / "ws")
     gtf.Prototype("Pneumonia", "augment")
     with pytest.warns(UserWarning, match="never augmented"):
-        gtf.apply_random_rotation(10, val=True)
+        gtf.apply_random_rotation(10, train=True, val=True)
     augmentation = gtf.Summary()["config"]["data"]["augmentation"]
     assert augmentation["rotation"] == 10.0
 
@@ -391,8 +391,8 @@ def test_batches_follow_updates_and_validation_is_not_augmented(tmp_path, synthe
 
     gtf = small_run(tmp_path / "ws", synthetic_data, "batches")
     gtf.update_batch_size(8)
-    gtf.apply_random_horizontal_flip(1.0)
-    gtf.apply_random_rotation(15)
+    gtf.apply_random_horizontal_flip(1.0, train=True)   # Monk's flags: train=False applies nowhere
+    gtf.apply_random_rotation(15, train=True)
     backend_class = torch_backend_class()
     seen = {"train": [], "val": []}
     train_step, eval_step = backend_class.train_step, backend_class.eval_step

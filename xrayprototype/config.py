@@ -23,9 +23,20 @@ class AugmentationConfig:
     zoom: float = 0.0                # max relative zoom either way (0.1 -> 0.9x..1.1x)
     brightness: float = 0.0          # max relative brightness change either way
     contrast: float = 0.0            # max relative contrast change either way
+    vertical_flip: float = 0.0       # probability
+    saturation: float = 0.0          # max relative saturation change either way (colour jitter)
+    hue: float = 0.0                 # max hue shift either way, in turns (0.5: half the circle)
+    perspective: float = 0.0         # distortion scale (0 off, 1 corners move up to half the side)
+    perspective_probability: float = 0.5
+    lighting: float = 0.0            # std of AlexNet PCA lighting noise (Gluon's RandomLighting)
+    random_crop: Optional[int] = None        # side of a random window, in the pixels of the
+    #                                          preprocessed image (before the final resize)
+    crop_scale: Optional[List[float]] = None  # random resized crop: [min, max] area fraction
+    crop_ratio: Optional[List[float]] = None  # random resized crop: [min, max] aspect ratio
 
     def is_identity(self) -> bool:
-        return not any(getattr(self, f.name) for f in fields(self))
+        return not any(getattr(self, f.name) for f in fields(self)
+                       if f.name != "perspective_probability")
 
 
 @dataclass
@@ -41,6 +52,7 @@ class DataConfig:
     num_workers: int = 2
     channels: int = 3
     normalization: str = "auto"      # auto (the model's own) | imagenet | inception | lite | dataset | none
+    #                                  | custom / mean_subtraction (normalization_mean / _std)
     resize_mode: str = "stretch"     # stretch | center_crop
     cache_images: Union[str, bool] = "auto"
     on_corrupt: str = "skip"         # skip | error
@@ -49,8 +61,17 @@ class DataConfig:
     file_column: Optional[str] = None        # CSV column of file names (None: the first column)
     label_column: Optional[str] = None       # CSV column of labels (None: the second column)
     class_names: Optional[List[str]] = None   # label order of an .npz file (folders name their own)
+    multi_label: Optional[bool] = None        # None: a CSV is multi-label when a row has several labels
+    label_delimiter: str = " "                # separates the labels of one CSV cell (Monk: a space)
     weighted_sampling: bool = False   # draw each epoch with replacement, classes equally likely
     oversampling: bool = False        # repeat minority-class images until classes are balanced
+    # deterministic preprocessing (apply_resize / apply_center_crop / apply_grayscale /
+    # apply_normalize / apply_mean_subtraction): the same for train, val, test and Infer
+    resize: Optional[int] = None      # decode at this size, before center_crop (None: input_size)
+    center_crop: Optional[int] = None  # the central square of this side (then to input_size)
+    grayscale: bool = False           # luminance, replicated to every channel
+    normalization_mean: Optional[List[float]] = None   # normalization "custom"/"mean_subtraction"
+    normalization_std: Optional[List[float]] = None    # normalization "custom"
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
 
 
@@ -64,6 +85,10 @@ class ModelConfig:
     use_gpu: bool = True
     dropout: float = 0.0
     freeze_layers: Optional[int] = None   # first N base layers frozen (overrides freeze_base_network)
+    gpu_memory_fraction: Optional[float] = None   # cap on this process's GPU memory (Monk's Keras)
+    # Monk's append_* layers replacing the classification head, in order: {"name", "params",
+    # "final_layer"} (validation.checked_head; head.resolve_head builds the concrete head)
+    custom_head: Optional[List[Dict[str, Any]]] = None
 
 
 @dataclass

@@ -6,6 +6,7 @@ from typing import Callable, Dict, Optional
 
 from .config import DataConfig
 from .data import ImageRecords, ImageStore, Normalizer, estimate_statistics
+from .data.geometry import Geometry
 from .validation import NORMALIZATIONS
 
 
@@ -24,17 +25,29 @@ def resolve_preprocessing(data: DataConfig, model_normalization: Optional[str],
         name = model_normalization or "imagenet"
     if name == "dataset":
         mean, std = estimate_statistics(train_store(), seed=seed)
+    elif name in ("custom", "mean_subtraction"):     # apply_normalize / apply_mean_subtraction
+        mean = list(data.normalization_mean)
+        std = list(data.normalization_std) if name == "custom" else [1 / 255.0] * len(mean)
     else:
         mean, std = NORMALIZATIONS[name]
     return {"requested": data.normalization, "normalization": name, "mean": mean, "std": std,
             "input_size": data.input_size, "channels": data.channels,
-            "resize_mode": data.resize_mode}
+            "resize_mode": data.resize_mode, "custom": _custom_values(data),
+            "resize": data.resize, "center_crop": data.center_crop, "grayscale": data.grayscale}
+
+
+def _custom_values(data: DataConfig) -> Optional[list]:
+    """The mean and std a custom normalisation was given (None for a named one)."""
+    if data.normalization not in ("custom", "mean_subtraction"):
+        return None
+    return [data.normalization_mean, data.normalization_std]
 
 
 def saved_preprocessing_holds(saved: Optional[Dict], data: DataConfig) -> bool:
     """Whether a saved preprocessing record still describes ``data``'s settings."""
     return bool(saved) and "mean" in saved and saved.get("requested") == data.normalization \
-        and saved.get("input_size") == data.input_size
+        and saved.get("input_size") == data.input_size \
+        and saved.get("custom") == _custom_values(data)
 
 
 def normalizer_of(preprocessing: Dict) -> Normalizer:
@@ -49,11 +62,12 @@ class StoreCache:
 
     def get(self, split: str, records: ImageRecords, data: DataConfig, size: int,
             on_corrupt: str) -> ImageStore:
-        key = (id(records), size, data.resize_mode, data.channels, on_corrupt)
+        geometry = Geometry.of(data)
+        key = (id(records), size, data.resize_mode, data.channels, on_corrupt, geometry)
         store = self._stores.get(split)
         if store is None or getattr(store, "key", None) != key:
             store = ImageStore(records, size, data.channels, data.resize_mode,
-                               data.cache_images, on_corrupt)
+                               data.cache_images, on_corrupt, geometry)
             store.key = key
             self._stores[split] = store
         return store

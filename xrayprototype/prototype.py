@@ -14,20 +14,27 @@ from .backend import REGISTRY, canonical_backend_name, get_backend_class, instal
     is_installed
 from .errors import BackendUnavailableError, ConfigError, ExperimentError
 from .experiment import Experiment
+from .facade_activations import ActivationVerbs
 from .facade_analysis import AnalysisVerbs
 from .facade_audit import AuditVerbs
 from .facade_evaluation import EvaluationVerbs
 from .facade_explain import ExplanationVerbs
+from .facade_extras import ExtraVerbs
+from .facade_layers import LayerVerbs
 from .facade_optim import OptimizationVerbs
+from .facade_preprocessing import PreprocessingVerbs
 from .facade_recipes import RecipeVerbs
 from .facade_settings import SettingsVerbs
 from .facade_transforms import TransformVerbs
+from .facade_visualize import VisualizationVerbs
+from .monk_workspace import is_monk_experiment, open_monk_experiment
 from .workspace import ExperimentPaths, resolve_root
 
 
-class prototype(SettingsVerbs, OptimizationVerbs, TransformVerbs, RecipeVerbs,  # noqa: N801
-                EvaluationVerbs, ExplanationVerbs,
-                AnalysisVerbs, AuditVerbs):     # (Monk's spelling)
+class prototype(SettingsVerbs, OptimizationVerbs, TransformVerbs, PreprocessingVerbs,
+                RecipeVerbs, LayerVerbs, ActivationVerbs,  # noqa: N801
+                EvaluationVerbs, ExplanationVerbs, VisualizationVerbs,
+                AnalysisVerbs, AuditVerbs, ExtraVerbs):     # (Monk's spelling)
     """One experiment at a time: ``Prototype`` opens it, the other verbs act on it.
 
     Args:
@@ -44,7 +51,8 @@ class prototype(SettingsVerbs, OptimizationVerbs, TransformVerbs, RecipeVerbs,  
     # ------------------------------------------------------------------ opening
     def Prototype(self, project_name: str, experiment_name: str, backend: Optional[str] = None,
                   eval_infer: bool = False, resume_train: bool = False,
-                  copy_from: Optional[Sequence[str]] = None) -> None:
+                  copy_from: Optional[Sequence[str]] = None,
+                  trust_pickled_model: bool = False) -> None:
         """Create or open ``workspace/<project_name>/<experiment_name>``.
 
         Args:
@@ -58,6 +66,11 @@ class prototype(SettingsVerbs, OptimizationVerbs, TransformVerbs, RecipeVerbs,  
                 best weights are loaded).
             resume_train: continue an interrupted run from its last completed epoch.
             copy_from: ``[project, experiment]`` whose settings the new experiment starts from.
+            trust_pickled_model: with eval_infer on a folder Monk v1 trained (its
+                ``experiment_state.json``; see ``monk_workspace``), allow loading a PyTorch
+                model Monk saved as a pickled object: THIS RUNS CODE FROM THE FILE, so only for
+                files you trust. Gluon and Keras Monk models load without it. The Monk folder
+                is never written; this library's files go to ``_monk_imports/``.
 
         Example:
             >>> gtf.Prototype("Pneumonia", "resnet18", backend="pytorch")   # to train
@@ -71,19 +84,60 @@ class prototype(SettingsVerbs, OptimizationVerbs, TransformVerbs, RecipeVerbs,  
         if copy_from is not None and len(copy_from) != 2:
             raise ConfigError("copy_from takes [project_name, experiment_name].")
         self.experiment = None
-        if eval_infer or resume_train:
+        if is_monk_experiment(paths):      # Monk v1's folder: read, never written
+            experiment = open_monk_experiment(
+                paths, "eval_infer" if eval_infer else "resume" if resume_train else "train",
+                backend, trust_pickled_model, report=self._say)
+        elif eval_infer or resume_train:
             experiment = Experiment.open(paths, "eval_infer" if eval_infer else "resume",
                                          backend, report=self._say)
         else:
             source = ExperimentPaths(self.workspace_root, *copy_from) if copy_from else None
             experiment = Experiment.create(paths, backend, source, report=self._say)
+        self._attach(experiment)
+
+    def _attach(self, experiment: Experiment) -> None:
+        """Make ``experiment`` the open one, say so, and load its weights in eval_infer."""
         self.experiment = experiment
         experiment.show_progress = bool(self.verbose)
+        paths = experiment.paths
         paths.logs.mkdir(parents=True, exist_ok=True)
         self._say(f"experiment {paths.project}/{paths.experiment} ({experiment.backend_name}, "
                   f"{experiment.mode}) at {paths.dir}")
         if experiment.mode == "eval_infer":
             experiment.ready_for_prediction()
+
+    def Switch_Mode(self, train: bool = False, eval_infer: bool = False) -> None:
+        """Switch the open experiment between training and evaluation / inference, as
+        Monk's ``Switch_Mode`` does: ``eval_infer=True`` reopens it as
+        ``Prototype(..., eval_infer=True)`` would (its best trained weights, its classes and
+        preprocessing; a ``Dataset_Params`` after it sets the evaluation set and never the
+        training data); ``train=True`` reopens it for training with its saved settings (as
+        ``Prototype(project, experiment)``), and its trained models stay until the next
+        ``Train()``.
+
+        Args:
+            train: switch to training mode.
+            eval_infer: switch to evaluation / inference mode (the experiment must have
+                trained).
+
+        Example:
+            >>> gtf.Train()
+            >>> gtf.Switch_Mode(eval_infer=True)
+            >>> gtf.Dataset_Params(dataset_path="chest_xray/test"); gtf.Dataset()
+            >>> accuracy, per_class = gtf.Evaluate()
+            >>> gtf.Switch_Mode(train=True)
+        """
+        if bool(train) == bool(eval_infer):
+            raise ConfigError("Switch_Mode takes exactly one of train=True or "
+                              f"eval_infer=True, got train={train}, eval_infer={eval_infer}.")
+        paths = self._require_experiment().paths
+        self.experiment = None
+        if eval_infer:
+            experiment = Experiment.open(paths, "eval_infer", report=self._say)
+        else:
+            experiment = Experiment.create(paths, report=self._say)
+        self._attach(experiment)
 
     # ------------------------------------------------------------------ quick mode
     def Default(self, dataset_path=None, model_name: str = "resnet18",
@@ -191,6 +245,7 @@ class prototype(SettingsVerbs, OptimizationVerbs, TransformVerbs, RecipeVerbs,  
         if experiment.mode == "eval_infer":
             raise ExperimentError("this experiment was opened with eval_infer=True; open it with "
                                   "resume_train=True to train more, or copy_from to start anew.")
+        self._check_no_refused_settings()       # never train without a setting asked for
         experiment.check_model_name()           # before reading the data
         if experiment.data is None and experiment.mode != "resume":
             self.Dataset()        # (re)read with the current settings, and say what was read
@@ -264,23 +319,40 @@ class prototype(SettingsVerbs, OptimizationVerbs, TransformVerbs, RecipeVerbs,  
         if experiment.mode != "eval_infer":
             self.Dataset()
 
-    def EDA(self) -> Dict:
+    def EDA(self, show_img: bool = False, save_img: bool = False, check_missing: bool = False,
+            check_corrupt: bool = False, delimiter: Optional[str] = None) -> Dict:
         """Class counts and image sizes of the training data; each figure is printed. Sizes
         are read from an evenly spaced sample: every image of a set under 400, else 200 to
         400 of them.
 
+        Args:
+            show_img: show the class-count and image-size charts (matplotlib; nothing
+                happens on a headless machine).
+            save_img: save them as ``logs/eda_class_counts.png`` and
+                ``logs/eda_image_sizes.png`` in the experiment's folder.
+            check_missing: list the files a label CSV names that do not exist
+                (``missing_images``) and the images of its folder that no row names
+                (``images_without_row``); a data set that cannot be read because of them
+                gives this report (with ``load_error``) instead of an error.
+            check_corrupt: decode every training and validation file and list those that
+                cannot be decoded (``corrupt_images``: ``{path: reason}``).
+            delimiter: the CSV's column separator for check_missing (default the data
+                set's).
+
         Returns:
             ``Dataset()``'s summary (classes, class counts, split sizes, patients ...) plus
-            ``"image_sizes_sampled"``: ``{"<width>x<height> <mode>": number of images}``.
+            ``"image_sizes_sampled"``: ``{"<width>x<height> <mode>": number of images}``,
+            and with the options ``missing_images``, ``images_without_row``,
+            ``corrupt_images`` and ``figures`` (the saved PNG paths).
 
         Example:
             >>> gtf.EDA()["image_sizes_sampled"]
+            >>> gtf.EDA(check_missing=True, check_corrupt=True, save_img=True)
         """
-        from .data.dataset import sampled_image_sizes
+        from .eda import run_eda
 
-        experiment = self._require_experiment()
-        data = experiment.data or experiment.load_data()
-        report = {**data.summary(), "image_sizes_sampled": sampled_image_sizes(data.train)}
+        report = run_eda(self._require_experiment(), show_img, save_img, check_missing,
+                         check_corrupt, delimiter)
         for key, value in report.items():
             self._say(f"{key}: {value}")
         return report

@@ -38,7 +38,10 @@ NORMALIZATIONS = {
     "lite": ((127 / 255,) * 3, (128 / 255,) * 3),
     "none": (None, None),
 }
-NORMALIZATION_CHOICES = ("auto", "dataset") + tuple(NORMALIZATIONS)
+#: "custom" (apply_normalize) reads normalization_mean and normalization_std; "mean_subtraction"
+#: (apply_mean_subtraction) reads normalization_mean and keeps the 0..255 scale
+NORMALIZATION_CHOICES = ("auto", "dataset") + tuple(NORMALIZATIONS) + ("custom",
+                                                                      "mean_subtraction")
 BEST_METRICS = ("val_accuracy", "val_loss", "val_roc_auc", "train_accuracy", "train_loss")
 
 
@@ -81,7 +84,26 @@ DATA_SETTINGS = {
                                 "['NORMAL', 'PNEUMONIA']"),
     "weighted_sampling": Setting(Boolean()),
     "oversampling": Setting(Boolean()),
+    "multi_label": Setting(NONE, Boolean(), label="multi_label",
+                           hint="None reads a CSV as multi-label when a row has several labels"),
+    "label_delimiter": Setting(Satisfies(lambda v: isinstance(v, str) and len(v) == 1,
+                                         "one character, e.g. ' ' or '|'"),
+                               label="label_delimiter"),
 }
+_CHANNEL_VALUES = ListOf(Interval(float, 0, 1))
+PREPROCESSING_SETTINGS = {   # deterministic: train, val, test and Infer alike (data section)
+    "resize": Setting(NONE, _POSITIVE_INT, label="resize (input_size of apply_resize)"),
+    "center_crop": Setting(NONE, _POSITIVE_INT,
+                           label="center crop (input_size of apply_center_crop)"),
+    "grayscale": Setting(Boolean(), label="grayscale"),
+    "normalization_mean": Setting(NONE, _CHANNEL_VALUES, label="mean",
+                                  hint="one value per channel on the 0..1 scale, e.g. "
+                                       "[0.485, 0.456, 0.406]"),
+    "normalization_std": Setting(NONE, ListOf(Interval(float, 0, 1, closed="right")),
+                                 label="std", hint="one value per channel in (0, 1], e.g. "
+                                                   "[0.229, 0.224, 0.225]"),
+}
+DATA_SETTINGS.update(PREPROCESSING_SETTINGS)
 AUGMENTATION_SETTINGS = {
     "horizontal_flip": Setting(_FRACTION, label="horizontal flip probability"),
     "rotation": Setting(Interval(float, 0, 180), label="rotation (degrees)"),
@@ -90,6 +112,18 @@ AUGMENTATION_SETTINGS = {
     "zoom": Setting(Interval(float, 0, 1, closed="left"), label="zoom (relative)"),
     "brightness": Setting(_FRACTION, label="brightness change (relative)"),
     "contrast": Setting(_FRACTION, label="contrast change (relative)"),
+    "vertical_flip": Setting(_FRACTION, label="vertical flip probability"),
+    "saturation": Setting(Interval(float, 0), label="saturation change (relative)"),
+    "hue": Setting(Interval(float, 0, 0.5), label="hue shift (turns)"),
+    "perspective": Setting(_FRACTION, label="distortion_scale"),
+    "perspective_probability": Setting(_FRACTION, label="perspective probability"),
+    "lighting": Setting(Interval(float, 0), label="alpha (lighting noise)"),
+    "random_crop": Setting(NONE, _POSITIVE_INT, label="random crop (input_size)"),
+    "crop_scale": Setting(NONE, ListOf(Interval(float, 0, 1, closed="right"), length=2),
+                          label="scale", hint="[min, max] fractions of the area, e.g. "
+                                              "(0.08, 1.0)"),
+    "crop_ratio": Setting(NONE, ListOf(Interval(float, 0, closed="neither"), length=2),
+                          label="ratio", hint="[min, max] aspect ratios, e.g. (0.75, 1.333)"),
 }
 MODEL_SETTINGS = {
     "model_name": Setting(NONE, Text(), hint="see List_Models()"),
@@ -99,7 +133,45 @@ MODEL_SETTINGS = {
     "use_gpu": Setting(Boolean()),
     "dropout": Setting(Interval(float, 0, 1, closed="left"), label="dropout"),
     "freeze_layers": Setting(NONE, Interval(int, 0), label="freeze_layers (num_layers)"),
+    "gpu_memory_fraction": Setting(NONE, Interval(float, 0, 1, closed="right"),
+                                   label="gpu_memory_fraction",
+                                   hint="a fraction of each GPU's memory, e.g. 0.6"),
+    "custom_head": Setting(NONE, ListOf(Satisfies(lambda v: isinstance(v, dict), "a dict"),
+                                        min_length=0), label="custom_head",
+                           hint="the layers of append_* calls; checked by checked_head"),
 }
+_ANY = Interval(float)
+_NON_NEGATIVE = Interval(float, 0)
+_POSITIVE = Interval(float, 0, closed="neither")
+#: the parameters of each custom-head layer: Monk's append_<name> verbs, argument names and
+#: ranges; the order of HEAD_LAYER_SETTINGS is the order List_*_Transfer_Learning shows
+HEAD_LAYER_SETTINGS = {
+    "linear": {"num_neurons": Setting(NONE, _POSITIVE_INT, hint="None: the number of classes")},
+    "dropout": {"probability": Setting(Interval(float, 0, 1, closed="left"),
+                                       hint="the fraction of features dropped, e.g. 0.2")},
+    "globalaveragepooling": {}, "flatten": {},
+    "elu": {"alpha": Setting(_ANY)}, "celu": {"alpha": Setting(_POSITIVE)},
+    "hardshrink": {"lambd": Setting(_NON_NEGATIVE)},
+    "hardtanh": {"min_val": Setting(_ANY), "max_val": Setting(_ANY)},
+    "leakyrelu": {"negative_slope": Setting(_NON_NEGATIVE, hint="e.g. 0.01")},
+    "logsigmoid": {}, "logsoftmax": {},
+    "prelu": {"num_parameters": Setting(Options((1,)), hint="one learnt slope, shared by every "
+                                        "feature, is what every backend builds"),
+              "init": Setting(_ANY, hint="the slope's initial value, e.g. 0.25")},
+    "relu": {}, "relu6": {},
+    "rrelu": {"lower": Setting(Interval(float, 0, 1)), "upper": Setting(Interval(float, 0, 1))},
+    "selu": {}, "sigmoid": {},
+    "softplus": {"beta": Setting(_POSITIVE), "threshold": Setting(_POSITIVE)},
+    "softshrink": {"lambd": Setting(_NON_NEGATIVE)}, "softsign": {}, "softmin": {},
+    "softmax": {}, "swish": {"beta": Setting(_ANY)}, "tanh": {}, "tanhshrink": {},
+    "threshold": {"threshold": Setting(_ANY), "value": Setting(_ANY)},
+}
+for _layer, _table in HEAD_LAYER_SETTINGS.items():
+    for _name, _setting in _table.items():
+        _setting.label = f"append_{_layer}({_name}=...)"
+#: rules between one layer's parameters: (test, what it asks)
+HEAD_LAYER_RULES = {"hardtanh": (lambda p: p["min_val"] < p["max_val"], "min_val < max_val"),
+                    "rrelu": (lambda p: p["lower"] <= p["upper"], "lower <= upper")}
 OPTIM_SETTINGS = {
     "optimizer": Setting(Options(tuple(OPTIMIZERS))),
     "learning_rate": Setting(Interval(float, 0, closed="neither"), label="learning_rate",
@@ -182,11 +254,72 @@ def check_sections(config: ExperimentConfig) -> None:
         raise ConfigError("weighted sampling and oversampling are two ways of balancing an "
                           "epoch; choose one: update_weighted_sampling(False) or "
                           "update_oversampling(False).")
+    check_preprocessing(data)
+    config.model.custom_head = checked_head(config.model.custom_head)
     optim.optimizer_params = checked_params(OPTIMIZERS, "optimizer", optim.optimizer,
                                             optim.optimizer_params)
     optim.loss_params = checked_params(LOSSES, "loss", optim.loss, optim.loss_params)
     optim.schedule_params = checked_params(SCHEDULES, "learning-rate schedule", optim.schedule,
                                            optim.schedule_params)
+
+
+def checked_head_layer(spec: Dict[str, Any]) -> Dict[str, Any]:
+    """One appended head layer ``{"name", "params", "final_layer"}``, checked by
+    ``HEAD_LAYER_SETTINGS`` and converted; every parameter is stored, defaults included."""
+    name = spec.get("name")
+    if name not in HEAD_LAYER_SETTINGS:
+        raise unknown_name("custom-head layer", str(name), HEAD_LAYER_SETTINGS,
+                           hint="see List_Layers_Transfer_Learning() and "
+                                "List_Activations_Transfer_Learning().")
+    table, params = HEAD_LAYER_SETTINGS[name], dict(spec.get("params") or {})
+    missing = sorted(set(table) - set(params))
+    if missing:
+        raise ConfigError(f"append_{name} needs {', '.join(missing)}; e.g. "
+                          f"append_{name}({', '.join(f'{m}=...' for m in missing)}).")
+    params = check_settings(f"append_{name}", params, table)
+    test, wanted = HEAD_LAYER_RULES.get(name, (lambda p: True, ""))
+    if not test(params):
+        raise ConfigError(f"append_{name} needs {wanted}, got {params}.")
+    final = Setting(Boolean(), label="final_layer").check("final_layer",
+                                                          spec.get("final_layer", False))
+    return {"name": name, "params": params, "final_layer": final}
+
+
+def checked_head(specs):
+    """The custom head's layers checked (``checked_head_layer``); only the last may be the
+    final layer. None (the default head) stays None."""
+    if specs is None:
+        return None
+    layers = [checked_head_layer(spec) for spec in specs]
+    if any(layer["final_layer"] for layer in layers[:-1]):
+        raise ConfigError("only the last appended layer can be the final layer (final_layer="
+                          "True ends the head); reset_custom_head() and append the layers again.")
+    return layers
+
+
+def check_preprocessing(data) -> None:
+    """The rules between the transform settings of one data section."""
+    def ordered(name, pair):
+        if pair is not None and pair[0] > pair[1]:
+            raise ConfigError(f"{name} must be (min, max) with min <= max, got {tuple(pair)}.")
+
+    ordered("scale", data.augmentation.crop_scale)
+    ordered("ratio", data.augmentation.crop_ratio)
+    image_side = data.resize or data.input_size
+    if data.center_crop and data.center_crop > image_side:
+        raise ConfigError(f"apply_center_crop({data.center_crop}) is larger than the resized "
+                          f"image ({image_side} px); crop at most {image_side}, or "
+                          f"apply_resize({data.center_crop}) first.")
+    wanted = {"custom": ("normalization_mean", "normalization_std"),
+              "mean_subtraction": ("normalization_mean",)}.get(data.normalization, ())
+    for name in ("normalization_mean", "normalization_std"):
+        values = getattr(data, name)
+        if name in wanted and values is None:
+            raise ConfigError(f"normalization '{data.normalization}' needs {name}; set it with "
+                              "apply_normalize(mean, std) or apply_mean_subtraction(mean).")
+        if values is not None and len(values) not in (1, data.channels):
+            raise ConfigError(f"{name} has {len(values)} values for {data.channels}-channel "
+                              f"images; give one value, or one per channel.")
 
 
 def validated(config: ExperimentConfig) -> ExperimentConfig:
@@ -216,3 +349,17 @@ def check_for_backend(config: ExperimentConfig, capabilities, backend_name: str)
             f"input inside the network (it takes RGB pixels scaled to 0..1, normalization "
             f"'{info.normalization}'); normalization '{requested}' would normalise twice. "
             "Keep update_normalization('auto').")
+
+
+#: the arguments of the Visualize_* verbs (checked per call, nothing is stored)
+VISUALIZE_ARGUMENTS = {
+    "data_shape": Setting(NONE, ListOf(_POSITIVE_INT, length=3), label="data_shape",
+                          hint="give (channels, height, width), e.g. (3, 224, 224)"),
+    "port": Setting(NONE, Interval(int, 1, 65535), label="port",
+                    hint="None lets netron pick a free port"),
+    "browse": Setting(Boolean()),
+    "store_images_if_plot_fails": Setting(Boolean()),
+    "max_tiles": Setting(_POSITIVE_INT, label="max_tiles", hint="e.g. 64"),
+    "layers": Setting(NONE, Text(), ListOf(Text()), label="layers",
+                      hint="give a convolution layer's name or a list of them (None: all)"),
+}

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..config import AugmentationConfig
 from .decode import CorruptImageError, describe_failure, image_from_array, load_image
+from .geometry import Geometry
 from .sources import ImageRecords
 from .transforms import Normalizer, augment
 
@@ -24,17 +25,22 @@ CACHE_LIMIT_BYTES = 3 * 1024 ** 3
 @dataclass
 class Batch:
     images: np.ndarray      # float32, NCHW or NHWC as the backend asked
-    labels: np.ndarray      # int64 class indices
+    labels: np.ndarray      # int64 class indices (multi-label: float32 multi-hot rows)
     indices: np.ndarray     # positions in the records
 
 
 class ImageStore:
-    """Decoded, resized uint8 images of one record set, with an optional memory cache."""
+    """Decoded, resized uint8 images of one record set, with an optional memory cache;
+    ``geometry`` is the deterministic preprocessing (resize, center crop, grayscale)."""
 
     def __init__(self, records: ImageRecords, size: int, channels: int = 3,
-                 resize_mode: str = "stretch", cache="auto", on_corrupt: str = "skip"):
+                 resize_mode: str = "stretch", cache="auto", on_corrupt: str = "skip",
+                 geometry: Optional[Geometry] = None):
         self.records, self.size, self.channels = records, size, channels
         self.resize_mode, self.on_corrupt = resize_mode, on_corrupt
+        self.geometry = geometry if geometry is not None and not geometry.is_identity() else None
+        #: the side a random crop's size is measured against
+        self.crop_base = self.geometry.base(size) if self.geometry else size
         if cache == "auto":
             cache = len(records) * size * size * channels <= CACHE_LIMIT_BYTES
         self._cache: Optional[Dict[int, np.ndarray]] = {} if cache else None
@@ -65,11 +71,15 @@ class ImageStore:
         return image
 
     def _decode(self, index: int) -> np.ndarray:
+        image = self._decode_resized(index, self.geometry.decode_size(self.size)
+                                     if self.geometry else self.size)
+        return self.geometry.finish(image, self.size) if self.geometry else image
+
+    def _decode_resized(self, index: int, size: int) -> np.ndarray:
         if self.records.pixels is None:
-            return load_image(self.records.paths[index], self.size, self.channels,
-                              self.resize_mode)
+            return load_image(self.records.paths[index], size, self.channels, self.resize_mode)
         try:
-            return image_from_array(self.records.pixels[index], self.size, self.channels,
+            return image_from_array(self.records.pixels[index], size, self.channels,
                                     self.resize_mode)
         except Exception as err:  # noqa: BLE001  (one bad row, not the run)
             raise CorruptImageError(f"cannot convert image {self.records.paths[index]}: "
@@ -163,13 +173,15 @@ class BatchLoader:
             if image is None:
                 continue
             if self.augmentation is not None:
-                image = augment(image, rng, self.augmentation)
+                image = augment(image, rng, self.augmentation, self.store.crop_base)
             images.append(image)
             kept.append(int(index))
         if not images:
             return None
         kept = np.asarray(kept, dtype=np.int64)
-        return Batch(np.stack(images), self.store.records.labels[kept], kept)
+        records = self.store.records       # multi-label: the multi-hot target rows
+        labels = records.labels if records.targets is None else records.targets
+        return Batch(np.stack(images), labels[kept], kept)
 
     def _finish(self, batch: Batch) -> Batch:
         """Normalise and lay out a uint8 NHWC batch, in the consuming (training) thread: done
