@@ -8,7 +8,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "xrayprototype"
 #: the Monk-style facade (and what only it may use); the core must not import these
 FACADE_MODULES = {"prototype", "facade_base", "facade_settings", "facade_recipes",
-                  "facade_optim", "facade_transforms", "facade_preprocessing",
+                  "facade_optim", "facade_losses", "facade_transforms", "facade_preprocessing",
                   "facade_evaluation", "facade_explain", "facade_analysis", "facade_audit",
                   "facade_extras", "facade_visualize", "facade_layers", "facade_activations",
                   "compare", "ensemble", "demo", "cli"}

@@ -75,6 +75,10 @@ class Capabilities:
     discriminative_lr: bool = False      # configure() honours OptimConfig.base_lr_factor
     input_channels: Tuple[int, ...] = (3,)
     explanations: bool = False           # spatial_layers / layer_gradients / penultimate_features
+    visualization: bool = False          # conv_layers / conv_kernels / conv_feature_maps /
+                                         # export_model (Visualize_* verbs)
+    multi_label: bool = False            # set_multi_label(True): sigmoid outputs, multi-hot BCE
+    head_layers: Tuple[str, ...] = ()    # custom-head layer names it builds (head.HEAD_LAYERS)
 
 
 @dataclass
@@ -139,6 +143,21 @@ class Backend(abc.ABC):
 
     #: registry name, e.g. "pytorch"
     name: str = ""
+    #: multi-label mode (``set_multi_label``): sigmoid outputs and binary cross-entropy
+    multi_label: bool = False
+
+    def set_multi_label(self, enabled: bool) -> None:
+        """Multi-label mode, set by the core before ``build_model`` (and kept until changed):
+        ``predict`` / ``eval_step`` return independent per-class sigmoid probabilities, the
+        loss ``configure`` creates is binary cross-entropy on float32 multi-hot (N, classes)
+        targets (``class_weights`` are then per-class positive weights), and ``train_step``
+        counts an image correct when every class is right at 0.5. Backends declare it in
+        ``capabilities().multi_label``."""
+        if enabled and not self.capabilities().multi_label:
+            raise ConfigError(f"backend '{self.name}' has no multi-label mode "
+                              "(capabilities().multi_label is False); train multi-label data "
+                              "with pytorch, gluon or keras.")
+        self.multi_label = bool(enabled)
 
     @classmethod
     @abc.abstractmethod
@@ -199,6 +218,16 @@ class Backend(abc.ABC):
     def seed(self, seed: int) -> None:
         """Seed the framework's random number generators (dropout, head initialisation)."""
 
+    def limit_gpu_memory(self, fraction: float) -> str:
+        """Cap the GPU memory this process may take at ``fraction`` (0, 1] of each GPU's
+        memory (Monk's Keras ``gpu_memory_fraction``), before the first model is built;
+        returns one line saying what was done. This default: the framework has no such cap,
+        and says so; a backend that has one overrides it (a no-op with a note when there is
+        no GPU)."""
+        return (f"gpu_memory_fraction={fraction}: backend '{self.name}' has no per-process GPU "
+                "memory cap, so the setting is stored but not applied; the framework takes "
+                "GPU memory as it needs it.")
+
     @abc.abstractmethod
     def named_weights(self) -> List[Tuple[str, np.ndarray]]:
         """The model's tensors (parameters and normalisation statistics) as numpy copies, in
@@ -233,6 +262,50 @@ class Backend(abc.ABC):
         return (f"backend '{self.name}' has no explanation hooks (capabilities().explanations "
                 "is False); train the experiment with a backend that has them (pytorch, gluon, "
                 "keras) to use Explain, Top_Losses or Embeddings.")
+
+    # ----------------------------------------------------------------- Monk v1 models
+    def load_monk_model(self, model_dir: Path, trust_pickled_model: bool = False) -> Dict:
+        """Make the whole network a Monk v1 run saved in ``model_dir`` (its ``output/models/``:
+        the ``final`` model) the model in use, for ``predict`` and ``eval_step`` only; its
+        output is taken as class scores (a final softmax or sigmoid of the file is removed).
+        Framework files whose loading runs no code are read directly; a pickled Python object
+        (PyTorch's ``torch.save(model)``) only with ``trust_pickled_model`` (unpickling runs
+        code from the file), and without it is refused before the file is opened. A missing
+        or damaged file raises ModelFileError naming it (``monk_workspace.model_file_error``).
+        Returns
+        ``{"num_parameters", "trainable_parameters", "device", "files"}``."""
+        raise ConfigError(f"backend '{self.name}' cannot read Monk v1 models; open the "
+                          "experiment with the backend of Monk's library.")
+
+    # ----------------------------------------------------------------- visualization
+    # Declared by ``capabilities().visualization``; the grids are drawn by the core
+    # (``xrayprototype.visualize``). None of these changes the model.
+    def conv_layers(self) -> List[str]:
+        """Names of the built model's 2-D convolution layers, input side first (the first is
+        the stem's), each one module / block / layer of the framework."""
+        raise ConfigError(self.cannot_visualize())
+
+    def conv_kernels(self, layers: List[str]) -> List[Tuple[str, np.ndarray]]:
+        """``(name, kernels)`` of each of ``layers`` (names of ``conv_layers()``), kernels as
+        float32 (out_channels, in_channels_per_group, kh, kw) numpy copies."""
+        raise ConfigError(self.cannot_visualize())
+
+    def conv_feature_maps(self, images: np.ndarray,
+                          layers: List[str]) -> List[Tuple[str, np.ndarray]]:
+        """``(name, outputs)`` of each of ``layers`` for a batch in the backend's layout, in
+        eval mode; outputs float32 (N, C, h, w), channels first whatever the layout."""
+        raise ConfigError(self.cannot_visualize())
+
+    def export_model(self, stem: Path, data_shape: Tuple[int, int, int]) -> Path:
+        """Write the built model, for an input of ``data_shape`` (channels, height, width), as
+        a file a model viewer (Netron) reads, named ``stem`` plus the format's suffix; return
+        the file to open. Loading it back must not need this library."""
+        raise ConfigError(self.cannot_visualize())
+
+    def cannot_visualize(self) -> str:
+        return (f"backend '{self.name}' has no visualization hooks (capabilities()."
+                "visualization is False); Visualize_Kernels, Visualize_Feature_Maps and "
+                "Visualize_With_Netron need a backend that has them (pytorch, gluon, keras).")
 
     def base_layers(self) -> List[str]:
         """Names of the base network's layers that own parameters, input side first (the

@@ -21,6 +21,7 @@ from .facade_evaluation import EvaluationVerbs
 from .facade_explain import ExplanationVerbs
 from .facade_extras import ExtraVerbs
 from .facade_layers import LayerVerbs
+from .facade_losses import LossVerbs
 from .facade_optim import OptimizationVerbs
 from .facade_preprocessing import PreprocessingVerbs
 from .facade_recipes import RecipeVerbs
@@ -31,8 +32,8 @@ from .monk_workspace import is_monk_experiment, open_monk_experiment
 from .workspace import ExperimentPaths, resolve_root
 
 
-class prototype(SettingsVerbs, OptimizationVerbs, TransformVerbs, PreprocessingVerbs,
-                RecipeVerbs, LayerVerbs, ActivationVerbs,  # noqa: N801
+class prototype(SettingsVerbs, OptimizationVerbs, LossVerbs, TransformVerbs,
+                PreprocessingVerbs, RecipeVerbs, LayerVerbs, ActivationVerbs,  # noqa: N801
                 EvaluationVerbs, ExplanationVerbs, VisualizationVerbs,
                 AnalysisVerbs, AuditVerbs, ExtraVerbs):     # (Monk's spelling)
     """One experiment at a time: ``Prototype`` opens it, the other verbs act on it.

@@ -9,10 +9,13 @@ from xrayprototype.backend import (Backend, Capabilities, LayerGradients,
                                    check_explanation_layer)
 from xrayprototype.config import ModelConfig, OptimConfig
 from xrayprototype.errors import ExperimentError
+from xrayprototype.optim import gradient_changes
 
-from . import explain
+from . import explain, visualize
 from ._compat import import_gluoncv, import_mxnet
-from .losses import LOSS_NAMES, ClassificationLoss
+from .losses import LOSS_NAMES, ClassificationLoss, MultiLabelLoss
+from .monk import PARAMS, SYMBOL, load_exported_model
+from .heads import HEAD_LAYER_NAMES
 from .models import (NATIVE_PREFIX, base_layers, create_model, freeze_first, head_name,
                      head_parameters, inferred_shapes, model_table)
 from .optimizers import OPTIMIZER_NAMES, create_optimizer, load_states, save_states
@@ -71,7 +74,8 @@ class GluonBackend(Backend):
         return Capabilities(model_table(), tuple(OPTIMIZER_NAMES), LOSS_NAMES, "NCHW",
                             NATIVE_PREFIX, devices, soft_targets=True, layer_freezing=True,
                             discriminative_lr=True, input_channels=(3,),
-                            explanations=True)
+                            explanations=True, multi_label=True, visualization=True,
+                            head_layers=HEAD_LAYER_NAMES)
 
     def build_model(self, config: ModelConfig, num_classes: int) -> Dict:
         self.ctx = mx.gpu(0) if config.use_gpu and _gpu_count() else mx.cpu()
@@ -99,10 +103,32 @@ class GluonBackend(Backend):
             param.lr_mult = 1.0 if id(param) in head else float(config.base_lr_factor)
         trainable = [p for p in self.net.collect_params().values() if p.grad_req != "null"]
         self.trainer = mx.gluon.Trainer(trainable, optimizer, kvstore=None)
-        self.loss_fn = ClassificationLoss(config.loss, config.loss_params, class_weights, self.ctx)
+        self.gradient_changes = gradient_changes(config.optimizer_params)
+        self.loss_fn = MultiLabelLoss(class_weights, self.ctx) if self.multi_label else \
+            ClassificationLoss(config.loss, config.loss_params, class_weights, self.ctx)
+
+    def _probabilities(self, logits) -> np.ndarray:
+        """Softmax over classes, or per-class sigmoid in multi-label mode."""
+        scores = nd.sigmoid(logits) if self.multi_label else nd.softmax(logits, axis=1)
+        return scores.asnumpy().astype(np.float64)
 
     def set_learning_rate(self, learning_rate: float) -> None:
         self.trainer.set_learning_rate(learning_rate)
+
+    def _change_gradients(self) -> None:
+        """Clip (element-wise, then the global norm) and damp, as ``optim.gradient_changes``."""
+        change = self.gradient_changes
+        if not (change["clipvalue"] or change["clipnorm"] or change["scale"] != 1.0):
+            return
+        grads = [p.grad(self.ctx) for p in self.trainer._params if p.grad_req != "null"]
+        if change["clipvalue"]:
+            for grad in grads:
+                grad[:] = nd.clip(grad, -change["clipvalue"], change["clipvalue"])
+        if change["clipnorm"]:
+            mx.gluon.utils.clip_global_norm(grads, change["clipnorm"], check_isfinite=False)
+        if change["scale"] != 1.0:
+            for grad in grads:
+                grad[:] = grad * change["scale"]
 
     def base_layers(self) -> List[str]:
         return [name for name, _ in base_layers(self.net)]
@@ -137,7 +163,11 @@ class GluonBackend(Backend):
             logits = self.net(x)
             loss = self.loss_fn(logits, y)
         loss.backward()
+        self._change_gradients()
         self.trainer.step(1)          # the loss is already the batch mean
+        if self.multi_label:                 # every class right at 0.5 (targets may be mixed)
+            right = ((logits > 0) == (y > 0.5)).min(axis=1)
+            return float(loss.asscalar()), int(right.sum().asscalar())
         target = y.argmax(axis=1) if y.ndim == 2 else y     # mixup: the dominant label
         correct = int((logits.argmax(axis=1) == target).sum().asscalar())
         return float(loss.asscalar()), correct
@@ -145,13 +175,14 @@ class GluonBackend(Backend):
     def eval_step(self, images: np.ndarray, labels: np.ndarray) -> Tuple[float, np.ndarray]:
         x, y = self._arrays(images, labels)
         logits = self.net(x)
-        loss_fn = self.loss_fn or ClassificationLoss("softmax_crossentropy", {}, None, self.ctx)
+        loss_fn = self.loss_fn or (MultiLabelLoss(None, self.ctx) if self.multi_label else
+                                   ClassificationLoss("softmax_crossentropy", {}, None, self.ctx))
         loss = float(loss_fn(logits, y).asscalar())
-        return loss, nd.softmax(logits, axis=1).asnumpy().astype(np.float64)
+        return loss, self._probabilities(logits)
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         x, _ = self._arrays(images)
-        return nd.softmax(self.net(x), axis=1).asnumpy().astype(np.float64)
+        return self._probabilities(self.net(x))
 
     def save(self, stem: Path, with_optimizer: bool = False) -> List[Path]:
         if not self.net._cached_graph:
@@ -186,6 +217,16 @@ class GluonBackend(Backend):
         if with_optimizer:
             load_states(self.trainer, f"{stem}.states", self.ctx)
 
+    def load_monk_model(self, model_dir: Path, trust_pickled_model: bool = False) -> Dict:
+        """Monk's exported ``final`` network (``monk.load_exported_model``), hybridized."""
+        net = load_exported_model(model_dir, self.ctx)
+        net.hybridize(static_alloc=True, static_shape=True)
+        self.net, self.trainer, self.loss_fn, self._chain = net, None, None, None
+        count = int(sum(p.data(self.ctx).size for p in net.collect_params().values()
+                        if p.grad_req != "null" and p._data is not None))
+        return {"num_parameters": count, "trainable_parameters": count, "device": str(self.ctx),
+                "files": [str(Path(model_dir) / name) for name in (SYMBOL, PARAMS)]}
+
     def seed(self, seed: int) -> None:
         mx.random.seed(int(seed))
 
@@ -217,3 +258,18 @@ class GluonBackend(Backend):
         explain.require_chain(self._explain_chain(), self.net)
         x, _ = self._arrays(images)
         return explain.penultimate_features(self._explain_chain(), x)
+
+    # ----------------------------------------------------------------- visualization
+    def conv_layers(self) -> List[str]:
+        return visualize.conv_layers(self.net)
+
+    def conv_kernels(self, layers: List[str]) -> List[Tuple[str, np.ndarray]]:
+        return visualize.conv_kernels(self.net, self.ctx, layers)
+
+    def conv_feature_maps(self, images: np.ndarray,
+                          layers: List[str]) -> List[Tuple[str, np.ndarray]]:
+        x, _ = self._arrays(images)
+        return visualize.conv_feature_maps(self.net, x, layers)
+
+    def export_model(self, stem: Path, data_shape: Tuple[int, int, int]) -> Path:
+        return visualize.export_model(self.net, self.ctx, stem, data_shape)

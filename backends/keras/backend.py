@@ -8,10 +8,13 @@ from xrayprototype.backend import (Backend, Capabilities, LayerGradients,
                                    check_explanation_layer)
 from xrayprototype.config import ModelConfig, OptimConfig
 from xrayprototype.errors import ConfigError, ExperimentError
+from xrayprototype.optim import gradient_changes
 
+from . import visualize
 from ._compat import setup_tensorflow
 from .explain import Explainer
-from .losses import LOSS_NAMES, ClassificationLoss
+from .losses import LOSS_NAMES, ClassificationLoss, MultiLabelLoss
+from .monk import FINAL, load_saved_model
 from .models import base_layers, create_model, freeze_first, model_table, parameter_count
 from .optimizers import DECOUPLED_DECAY, OPTIMIZER_NAMES, create_optimizer
 
@@ -38,6 +41,7 @@ class KerasBackend(Backend):
         self.base_lr_factor, self._head_variables = 1.0, frozenset()
         self.loss_fn: Optional[ClassificationLoss] = None
         self.device, self.num_classes, self.weight_decay = "/CPU:0", 0, 0.0
+        self.gradient_changes = gradient_changes({})
         self._fixed_size: Optional[Tuple[int, int]] = None
         self._seed: Optional[int] = None
         self._train_fn = self._eval_fn = self._predict_fn = None
@@ -53,8 +57,32 @@ class KerasBackend(Backend):
             KerasBackend._capabilities = Capabilities(
                 model_table(), OPTIMIZER_NAMES, LOSS_NAMES, "NHWC", None,
                 ("cpu", "gpu") if gpus else ("cpu",), soft_targets=True, layer_freezing=True,
-                discriminative_lr=True, input_channels=(3,), explanations=True)
+                discriminative_lr=True, input_channels=(3,), explanations=True,
+                multi_label=True, visualization=True)
         return KerasBackend._capabilities
+
+    def limit_gpu_memory(self, fraction: float) -> str:
+        """A logical GPU of ``fraction`` x the GPU's memory (NVML's total) per physical GPU,
+        else memory growth; either only before TensorFlow has initialised the GPUs."""
+        gpus = tf.config.list_physical_devices("GPU")
+        if not gpus:
+            return f"gpu_memory_fraction={fraction}: no GPU visible to TensorFlow, nothing to cap."
+        totals = _gpu_total_bytes()
+        try:
+            for index, gpu in enumerate(gpus):
+                if index < len(totals):
+                    limit_mb = int(fraction * totals[index] / 2 ** 20)
+                    tf.config.set_logical_device_configuration(
+                        gpu, [tf.config.LogicalDeviceConfiguration(memory_limit=limit_mb)])
+                else:
+                    tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError as err:        # the GPUs were initialised already
+            return (f"gpu_memory_fraction={fraction} not applied: TensorFlow had initialised "
+                    f"the GPUs already ({err}); set it before the first model of the process "
+                    "is built (a fresh Python process).")
+        how = "a logical device with that memory limit" if totals else "memory growth " \
+            "(the GPU's total memory is unknown without NVML)"
+        return f"gpu_memory_fraction={fraction}: TensorFlow's GPU memory capped by {how}."
 
     def build_model(self, config: ModelConfig, num_classes: int) -> Dict:
         gpu = config.use_gpu and bool(tf.config.list_physical_devices("GPU"))
@@ -114,8 +142,9 @@ class KerasBackend(Backend):
                 self.base_optimizer.build(base)
         self.weight_decay = 0.0 if config.optimizer in DECOUPLED_DECAY else \
             float(params.get("weight_decay") or 0.0)
-        self.loss_fn = ClassificationLoss(config.loss, config.loss_params, class_weights,
-                                          self.num_classes)
+        self.gradient_changes = gradient_changes(params)
+        self.loss_fn = MultiLabelLoss(class_weights) if self.multi_label else \
+            ClassificationLoss(config.loss, config.loss_params, class_weights, self.num_classes)
         self._compile_functions()
 
     def set_learning_rate(self, learning_rate: float) -> None:
@@ -136,6 +165,19 @@ class KerasBackend(Backend):
         self.optimizer.apply_gradients([(g, v) for g, v in pairs if id(v) in head])
         self.base_optimizer.apply_gradients([(g, v) for g, v in pairs if id(v) not in head])
 
+    def _changed(self, gradients):
+        """Clip (element-wise, then the global norm) and damp, as ``optim.gradient_changes``
+        (traced into the compiled step)."""
+        change = self.gradient_changes
+        if change["clipvalue"]:
+            gradients = [tf.clip_by_value(g, -change["clipvalue"], change["clipvalue"])
+                         for g in gradients]
+        if change["clipnorm"]:
+            gradients, _ = tf.clip_by_global_norm(gradients, change["clipnorm"])
+        if change["scale"] != 1.0:
+            gradients = [g * change["scale"] for g in gradients]
+        return list(gradients)
+
     # ------------------------------------------------------------------ compiled steps
     def _compile_functions(self) -> None:
         """tf.functions of one step each; XLA where Keras' own ``fit`` would use it (GPU)."""
@@ -144,7 +186,12 @@ class KerasBackend(Backend):
         # (the last, smaller batch) gives one more trace with the batch size generalised
         compiled = dict(reduce_retracing=True, jit_compile=jit)
 
+        multi_label = self.multi_label        # sigmoid outputs, multi-hot targets
+        activation = tf.nn.sigmoid if multi_label else tf.nn.softmax
+
         def loss_of(logits, y):
+            if self.loss_fn is None and multi_label:
+                return MultiLabelLoss()(logits, y)
             if self.loss_fn is None:
                 return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(y, logits))
             return self.loss_fn(logits, y)
@@ -155,10 +202,13 @@ class KerasBackend(Backend):
             with tf.GradientTape() as tape:
                 logits = model(x, training=True)
                 loss = loss_of(logits, y)
-            gradients = tape.gradient(loss, variables)
+            gradients = self._changed(tape.gradient(loss, variables))
             if self.weight_decay:
                 gradients = [g + self.weight_decay * v for g, v in zip(gradients, variables)]
             self._apply_gradients(gradients, variables)
+            if multi_label:                  # every class right at 0.5 (targets may be mixed)
+                right = tf.reduce_all((logits > 0) == (y > 0.5), axis=1)
+                return loss, tf.reduce_sum(tf.cast(right, tf.int32))
             target = tf.argmax(y, 1) if y.shape.rank == 2 else y   # mixup: the dominant label
             correct = tf.reduce_sum(tf.cast(tf.argmax(logits, 1) == target, tf.int32))
             return loss, correct
@@ -166,11 +216,11 @@ class KerasBackend(Backend):
         @tf.function(**compiled)
         def evaluate(x, y):
             logits = model(x, training=False)
-            return loss_of(logits, y), tf.nn.softmax(logits)
+            return loss_of(logits, y), activation(logits)
 
         @tf.function(**compiled)
         def predict(x):
-            return tf.nn.softmax(model(x, training=False))
+            return activation(model(x, training=False))
 
         self._train_fn, self._eval_fn, self._predict_fn = train, evaluate, predict
 
@@ -220,6 +270,21 @@ class KerasBackend(Backend):
         self._check_size(images)
         return self._explain().penultimate_features(images)
 
+    # ------------------------------------------------------------------ visualization
+    def conv_layers(self) -> List[str]:
+        return visualize.conv_layers(self.model)
+
+    def conv_kernels(self, layers: List[str]) -> List[Tuple[str, np.ndarray]]:
+        return visualize.conv_kernels(self.model, layers)
+
+    def conv_feature_maps(self, images: np.ndarray,
+                          layers: List[str]) -> List[Tuple[str, np.ndarray]]:
+        self._check_size(images)
+        return visualize.conv_feature_maps(self.model, self.device, images, layers)
+
+    def export_model(self, stem: Path, data_shape: Tuple[int, int, int]) -> Path:
+        return visualize.export_model(self.model, stem)
+
     # ------------------------------------------------------------------ persistence
     def save(self, stem: Path, with_optimizer: bool = False) -> List[Path]:
         model_file = Path(f"{stem}.keras")
@@ -268,6 +333,21 @@ class KerasBackend(Backend):
         for variable, value in zip(variables, arrays):
             variable.assign(value)
 
+    def load_monk_model(self, model_dir: Path, trust_pickled_model: bool = False) -> Dict:
+        """Monk's ``final.h5`` (``monk.load_saved_model``: safe_mode, no Lambda layers)."""
+        with tf.device(self.device):
+            self.model = load_saved_model(model_dir)
+        self.num_classes = int(self.model.output_shape[-1])
+        size = tuple(self.model.input_shape[1:3])
+        self._fixed_size = None if None in size else size
+        self.optimizer, self.base_optimizer, self.loss_fn = None, None, None
+        self._explainer = None
+        self._compile_functions()
+        device = "cpu" if self.device.startswith("/CPU") else "gpu"
+        return {"num_parameters": parameter_count(self.model),
+                "trainable_parameters": self._trainable_count(), "device": device,
+                "files": [str(Path(model_dir) / FINAL)]}
+
     # ------------------------------------------------------------------ misc
     def seed(self, seed: int) -> None:
         """The next ``build_model`` starts from Keras' global seed (initial weights); a built
@@ -279,3 +359,19 @@ class KerasBackend(Backend):
         states = [v for v in self.model.variables if v.path.endswith("seed_generator_state")]
         for offset, state in enumerate(states):
             state.assign(np.array([self._seed, offset], dtype=state.dtype))
+
+
+def _gpu_total_bytes() -> List[int]:
+    """Each GPU's total memory from NVML (``pynvml``), [] when unavailable."""
+    try:
+        import pynvml
+        pynvml.nvmlInit()
+    except Exception:  # noqa: BLE001  (no library, no driver)
+        return []
+    try:
+        return [int(pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(i)).total)
+                for i in range(pynvml.nvmlDeviceGetCount())]
+    except Exception:  # noqa: BLE001
+        return []
+    finally:
+        pynvml.nvmlShutdown()

@@ -10,11 +10,14 @@ from torch import nn
 from xrayprototype.backend import (Backend, Capabilities, LayerGradients,
                                    check_explanation_layer)
 from xrayprototype.config import ModelConfig, OptimConfig
+from xrayprototype.optim import gradient_changes
 
-from . import explain
-from .losses import LOSS_NAMES, ClassificationLoss
+from . import explain, visualize
+from .losses import LOSS_NAMES, ClassificationLoss, MultiLabelLoss
+from .heads import HEAD_LAYER_NAMES
 from .models import (TIMM_PREFIX, base_layers, create_model, freeze_first, head_parameters,
                      model_table)
+from .monk import FINAL, load_pickled_model
 from .optimizers import OPTIMIZER_NAMES, create_optimizer
 
 
@@ -27,6 +30,7 @@ class PyTorchBackend(Backend):
         self.model: Optional[nn.Module] = None
         self.optimizer: Optional[torch.optim.Optimizer] = None
         self.loss_fn: Optional[nn.Module] = None
+        self.gradient_changes = gradient_changes({})
         self.device = torch.device("cpu")
         self._training_mode: Optional[bool] = None
         self._spatial_layers: Optional[List[str]] = None
@@ -47,7 +51,9 @@ class PyTorchBackend(Backend):
         devices = ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",)
         return Capabilities(model_table(), OPTIMIZER_NAMES, LOSS_NAMES, "NHWC",
                             TIMM_PREFIX, devices, soft_targets=True, layer_freezing=True,
-                            discriminative_lr=True, input_channels=(3,), explanations=True)
+                            discriminative_lr=True, input_channels=(3,), explanations=True,
+                            multi_label=True, visualization=True,
+                            head_layers=HEAD_LAYER_NAMES)
 
     def build_model(self, config: ModelConfig, num_classes: int) -> Dict:
         self.device = torch.device("cuda" if config.use_gpu and torch.cuda.is_available() else "cpu")
@@ -89,8 +95,29 @@ class PyTorchBackend(Backend):
                       {"params": base, "lr_scale": float(config.base_lr_factor)}]
         self.optimizer = create_optimizer(config.optimizer, config.learning_rate,
                                           config.optimizer_params, groups)
+        self.gradient_changes = gradient_changes(config.optimizer_params)
         weights = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
-        self.loss_fn = ClassificationLoss(config.loss, config.loss_params, weights).to(self.device)
+        self.loss_fn = (MultiLabelLoss(weights) if self.multi_label else
+                        ClassificationLoss(config.loss, config.loss_params, weights)).to(self.device)
+
+    def _probabilities(self, logits: torch.Tensor) -> np.ndarray:
+        """Softmax over classes, or per-class sigmoid in multi-label mode."""
+        scores = logits.sigmoid() if self.multi_label else logits.softmax(dim=1)
+        return scores.double().cpu().numpy()
+
+    def _change_gradients(self) -> None:
+        """Clip (element-wise, then the global norm) and damp, as ``optim.gradient_changes``."""
+        change = self.gradient_changes
+        if change["clipvalue"] or change["clipnorm"] or change["scale"] != 1.0:
+            grads = [p for g in self.optimizer.param_groups for p in g["params"]
+                     if p.grad is not None]
+            if change["clipvalue"]:
+                nn.utils.clip_grad_value_(grads, change["clipvalue"])
+            if change["clipnorm"]:
+                nn.utils.clip_grad_norm_(grads, change["clipnorm"])
+            if change["scale"] != 1.0:
+                for param in grads:
+                    param.grad.mul_(change["scale"])
 
     def set_learning_rate(self, learning_rate: float) -> None:
         for group in self.optimizer.param_groups:
@@ -117,7 +144,11 @@ class PyTorchBackend(Backend):
         loss = self.loss_fn(logits, y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        self._change_gradients()
         self.optimizer.step()
+        if self.multi_label:                 # every class right at 0.5 (targets may be mixed)
+            right = ((logits.detach() > 0) == (y > 0.5)).all(dim=1)
+            return float(loss.detach()), int(right.sum())
         target = y.argmax(1) if y.dim() == 2 else y        # mixup: the dominant label
         return float(loss.detach()), int((logits.detach().argmax(1) == target).sum())
 
@@ -126,14 +157,15 @@ class PyTorchBackend(Backend):
         x, y = self._tensors(images, labels)
         with torch.inference_mode():
             logits = self.model(x)
-            loss = self.loss_fn(logits, y) if self.loss_fn is not None else F.cross_entropy(logits, y)
-        return float(loss), logits.softmax(dim=1).double().cpu().numpy()
+            loss_fn = self.loss_fn or (MultiLabelLoss() if self.multi_label else F.cross_entropy)
+            loss = loss_fn(logits, y)
+        return float(loss), self._probabilities(logits)
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         self._mode(False)
         x, _ = self._tensors(images)
         with torch.inference_mode():
-            return self.model(x).softmax(dim=1).double().cpu().numpy()
+            return self._probabilities(self.model(x))
 
     def save(self, stem: Path, with_optimizer: bool = False) -> List[Path]:
         from safetensors.torch import save_file
@@ -156,8 +188,27 @@ class PyTorchBackend(Backend):
             state = torch.load(f"{stem}.optimizer.pt", map_location=self.device, weights_only=True)
             self.optimizer.load_state_dict(state)
 
+    def load_monk_model(self, model_dir: Path, trust_pickled_model: bool = False) -> Dict:
+        """Monk's pickled ``final`` model, only with ``trust_pickled_model`` (see ``monk``)."""
+        model = load_pickled_model(model_dir, trust_pickled_model)
+        self.model = model.to(self.device, memory_format=torch.channels_last)
+        self.optimizer, self.loss_fn, self._spatial_layers = None, None, None
+        self._track_frozen_norms()
+        return {"num_parameters": sum(p.numel() for p in model.parameters()),
+                "trainable_parameters": self._trainable_count(), "device": str(self.device),
+                "files": [str(Path(model_dir) / FINAL)]}
+
     def seed(self, seed: int) -> None:
         torch.manual_seed(seed)
+
+    def limit_gpu_memory(self, fraction: float) -> str:
+        if not torch.cuda.is_available():
+            return f"gpu_memory_fraction={fraction}: no CUDA GPU, nothing to cap (CPU run)."
+        for index in range(torch.cuda.device_count()):
+            torch.cuda.set_per_process_memory_fraction(float(fraction), index)
+        return (f"gpu_memory_fraction={fraction}: this process may allocate at most "
+                f"{fraction:.0%} of each GPU's memory (torch.cuda."
+                "set_per_process_memory_fraction).")
 
     def named_weights(self) -> List[Tuple[str, np.ndarray]]:
         """``state_dict`` order: parameters and BatchNorm statistics, stem first, head last."""
@@ -181,3 +232,20 @@ class PyTorchBackend(Backend):
         self._mode(False)
         x, _ = self._tensors(images)
         return explain.penultimate_features(self.model, x)
+
+    # ----------------------------------------------------------------- visualization
+    def conv_layers(self) -> List[str]:
+        return visualize.conv_layers(self.model)
+
+    def conv_kernels(self, layers: List[str]) -> List[Tuple[str, np.ndarray]]:
+        return visualize.conv_kernels(self.model, layers)
+
+    def conv_feature_maps(self, images: np.ndarray,
+                          layers: List[str]) -> List[Tuple[str, np.ndarray]]:
+        self._mode(False)
+        x, _ = self._tensors(images)
+        return visualize.conv_feature_maps(self.model, x, layers)
+
+    def export_model(self, stem: Path, data_shape: Tuple[int, int, int]) -> Path:
+        self._mode(False)
+        return visualize.export_model(self.model, self.device, stem, data_shape)
