@@ -27,10 +27,14 @@ EXTRAS = {
     "dicom": ["pydicom>=2.3"],
     "ray": ["ray>=2.9"],
     "gpu": ["nvidia-ml-py>=11.450"],     # per-process GPU memory (compare), from the driver
+    # Visualize_With_Netron: the netron server, and onnx for PyTorch's ONNX export
+    "netron": ["netron>=7", "onnx>=1.14"],
     # grad-cam: the reference implementation the tests compare the core's Grad-CAM with
-    "dev": ["pytest>=7", "nbclient>=0.7", "nbformat>=5", "ipykernel>=6", "grad-cam>=1.5"],
+    "dev": ["pytest>=7", "nbclient>=0.7", "nbformat>=5", "ipykernel>=6", "grad-cam>=1.5",
+            "netron>=7", "onnx>=1.14"],
 }
-EXTRAS["all"] = sorted({req for name in ("pytorch", "gluon", "keras", "dicom", "ray", "gpu") for req in EXTRAS[name]})
+EXTRAS["all"] = sorted({req for name in ("pytorch", "gluon", "keras", "dicom", "ray", "gpu", "netron")
+                        for req in EXTRAS[name]})
 
 # every backends/<name>/ with an __init__.py becomes xrayprototype.backends.<name>
 BACKEND_DIRS = sorted(p.name for p in (HERE / "backends").iterdir() if (p / "__init__.py").is_file())
