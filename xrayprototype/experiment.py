@@ -17,6 +17,7 @@ Example:
 import contextlib
 import shutil
 import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -31,8 +32,10 @@ from .config import DataConfig, ExperimentConfig
 from .data import (BatchLoader, ImageRecords, Normalizer, TrainValData, balanced_sample_weights,
                    load_eval, load_train_val)
 from .errors import ConfigError, ExperimentError, unknown_name
+from .head import describe, resolve_head
 from .model_files import load_model_files
 from .models import unknown_model
+from .multilabel import balanced_pos_weights
 from .optim import balanced_class_weights
 from .prediction import Predictions
 from .preprocessing import (StoreCache, normalizer_of, resolve_preprocessing,
@@ -49,10 +52,11 @@ MODES = ("train", "eval_infer", "resume", "read")
 #: data settings whose change means the data must be read (and split) again
 RELOADING_DATA_FIELDS = ("dataset_path", "path_to_csv", "delimiter", "trainval_split",
                          "group_pattern", "group_column", "file_column", "label_column",
-                         "class_names")
+                         "class_names", "multi_label", "label_delimiter")
 #: data settings an evaluation set (eval_infer) may change; the others are the model's
 EVALUATION_DATA_FIELDS = ("dataset_path", "path_to_csv", "delimiter", "batch_size",
-                          "num_workers", "on_corrupt", "file_column", "label_column")
+                          "num_workers", "on_corrupt", "file_column", "label_column",
+                          "label_delimiter")
 
 
 class Experiment(Predictions):
@@ -72,6 +76,7 @@ class Experiment(Predictions):
         self.model_ready = False
         self.model_fresh = False     # built and not trained yet
         self.weights_in_memory: Optional[tuple] = None     # which saved weights the model holds
+        self.prediction_weights: Optional[tuple] = None    # (label, load): use_saved_model
         self.show_progress = True
         self.stores = StoreCache()
         self.writer = WriterLock(paths.dir, report)      # one writer per experiment
@@ -187,6 +192,14 @@ class Experiment(Predictions):
     def classes(self) -> List[str]:
         return self.state.get("classes") or (self.data.classes if self.data else [])
 
+    @property
+    def multi_label(self) -> bool:
+        """Whether the model predicts several labels per image (sigmoid outputs, multi-hot
+        targets): the loaded training data's, else the saved state's."""
+        if self.data is not None:
+            return self.data.multi_label
+        return bool(self.state.get("multi_label"))
+
     def archive_previous_run(self) -> Optional[Path]:
         """Move an earlier run's models and logs to ``archive/<time>/``; nothing is deleted.
         Holds the write lock, so a run another process is writing is never moved."""
@@ -246,8 +259,8 @@ class Experiment(Predictions):
         self.config = config
         if reload:
             self.data = None
-        if model_changed:
-            self.model_ready, self.weights_in_memory = False, None
+        if model_changed:       # a model built before (Model()) is not the one to train
+            self.model_ready, self.model_fresh, self.weights_in_memory = False, False, None
         self.save_state()
         return config
 
@@ -284,7 +297,18 @@ class Experiment(Predictions):
         self.data = load_train_val(self.config.data, self.config.train.seed)
         self.stores.drop()
         self.state["classes"] = self.data.classes
+        self.state["multi_label"] = self.data.multi_label
+        if self.data.multi_label and self.config.data.multi_label is None:
+            several = int((self.data.train.targets.sum(axis=1) > 1).sum())
+            self.report(f"multi-label data: {several} of {len(self.data.train)} training images "
+                        f"have several labels (separated by {self.config.data.label_delimiter!r})"
+                        f"; labels {self.data.classes} are learnt as independent sigmoid "
+                        "outputs. Pass multi_label=False to Dataset_Params to read each label "
+                        "cell as one class.")
         self.state["dataset"] = self.data.summary()
+        if self.data.split_note:             # never a silent change of the asked-for split
+            self.report(f"warning: {self.data.split_note}")
+            warnings.warn(self.data.split_note, UserWarning, stacklevel=2)
         return self.data
 
     def check_readable(self, size: Optional[int] = None) -> Dict:
@@ -305,7 +329,8 @@ class Experiment(Predictions):
     def load_eval_data(self) -> ImageRecords:
         if not self.classes:
             raise ExperimentError("this experiment has no trained classes yet; train it first.")
-        self.eval_records = load_eval(self.eval_data_config or self.config.data, self.classes)
+        config = replace(self.eval_data_config or self.config.data, multi_label=self.multi_label)
+        self.eval_records = load_eval(config, self.classes)
         self.stores.drop("eval")
         return self.eval_records
 
@@ -366,17 +391,35 @@ class Experiment(Predictions):
         model_config = self.config.model
         if for_inference:
             model_config = replace(model_config, use_pretrained=False, model_path=None)
+        self.limit_gpu_memory()
         backend.seed(self.config.train.seed)
+        backend.set_multi_label(self.multi_label)
+        head = resolve_head(model_config.custom_head, len(self.classes),   # refused before
+                            backend.capabilities().head_layers)           # building
+        for note in [] if head is None or for_inference else head.notes:
+            self.report(note)
         info = backend.build_model(model_config, len(self.classes))
-        self.state["model"] = dict(self.state.get("model", {}), name=model_config.model_name, **info)
+        self.state["model"] = dict(self.state.get("model", {}), name=model_config.model_name,
+                                   custom_head=describe(head.layers) if head else None, **info)
         self.model_ready, self.model_fresh = True, not for_inference
         self.weights_in_memory = None
         return info
+
+    def limit_gpu_memory(self) -> None:
+        """Apply ``gpu_memory_fraction`` (when set) through the backend; say once what was
+        done (a cap, a no-op without a GPU, or that the framework has no such cap)."""
+        fraction = self.config.model.gpu_memory_fraction
+        note = self.open_backend().limit_gpu_memory(float(fraction)) if fraction else None
+        if note and note != getattr(self, "gpu_memory_note", None):
+            self.gpu_memory_note = note
+            self.report(note)
 
     def class_weights(self) -> Optional[np.ndarray]:
         wanted = self.config.optim.class_weights
         if wanted is None:
             return None
+        if wanted == "balanced" and self.multi_label:     # per-label pos_weight
+            return balanced_pos_weights(self.data.train.targets)
         if wanted == "balanced":
             return balanced_class_weights(np.bincount(self.data.train.labels,
                                                       minlength=len(self.classes)))
@@ -404,9 +447,27 @@ class Experiment(Predictions):
                                   "mode='eval_infer' to predict.")
         if not self.model_ready:
             self.build_model(for_inference=True)
-        if self.weights_in_memory != self._saved_weights_key("best"):
+        if self.prediction_weights is not None:
+            label, load = self.prediction_weights
+            if self.weights_in_memory != ("chosen", label):
+                load()
+                self.weights_in_memory = ("chosen", label)
+        elif self.weights_in_memory != self._saved_weights_key("best"):
             self.load_weights("best")
         return self
+
+    def use_saved_model(self, spec) -> str:
+        """Predict (Evaluate, Infer ...) with another saved model than the best one: a name
+        or path read by ``model_choice`` (Monk's ``output/models/intermediate_model_9`` too);
+        "best" goes back to the best model. Returns its description."""
+        from .model_choice import choose_saved_model
+
+        label, load = choose_saved_model(self, spec)
+        self.prediction_weights = None if label.startswith("'best' of") and \
+            label.endswith(f"{self.paths.project}/{self.paths.experiment}") else (label, load)
+        self.weights_in_memory = None
+        self.ready_for_prediction()
+        return label
 
     # ----------------------------------------------------------------- training
     def train(self) -> Dict:

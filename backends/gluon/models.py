@@ -20,9 +20,11 @@ from typing import Dict
 from xrayprototype.backend import ModelInfo
 from xrayprototype.config import ModelConfig
 from xrayprototype.errors import PretrainedWeightsError
+from xrayprototype.head import resolve_head
 from xrayprototype.models import unknown_model
 
 from ._compat import import_gluoncv, import_mxnet
+from .heads import add_head_layers
 
 mx = import_mxnet()
 gluoncv = import_gluoncv()
@@ -38,10 +40,17 @@ CANONICAL = {"resnet18": "resnet18_v1", "resnet34": "resnet34_v1", "resnet50": "
              "mobilenet_v2": "mobilenetv2_1.0", "mobilenet_v3_small": "mobilenetv3_small",
              "mobilenet_v3_large": "mobilenetv3_large", "vgg16": "vgg16", "vgg16_bn": "vgg16_bn",
              "vgg19": "vgg19", "squeezenet1_1": "squeezenet1.1", "xception": "xception",
-             "inception_v3": "inceptionv3"}
+             "inception_v3": "inceptionv3",
+             # the rest of Monk v1's Gluon list that has a canonical name
+             "resnet152": "resnet152_v1", "alexnet": "alexnet", "vgg11": "vgg11",
+             "vgg11_bn": "vgg11_bn", "vgg13": "vgg13", "vgg13_bn": "vgg13_bn",
+             "vgg19_bn": "vgg19_bn", "densenet161": "densenet161",
+             "squeezenet1_0": "squeezenet1.0", "mobilenet": "mobilenet1.0",
+             "mobilenet_0.25": "mobilenet0.25", "mobilenet_0.5": "mobilenet0.5",
+             "mobilenet_0.75": "mobilenet0.75"}
 #: native models: ``"gluoncv/resnet18_v1b"``
 NATIVE_PREFIX = "gluoncv/"
-MIN_INPUT = {"xception": 71, "inception_v3": 75, "inceptionv3": 75}
+MIN_INPUT = {"xception": 71, "inception_v3": 75, "inceptionv3": 75, "alexnet": 63}
 # gluoncv image-classification families; task-specific variants (detection, video...) excluded
 _NATIVE = re.compile(r"^(se_)?(resnet\d+_v1[b-es]?|resnet\d+_v2|resnext\d+e?_\d+x\d+d|senet_154e?|"
                      r"densenet\d+|vgg\d+(_bn)?|squeezenet1\.[01]|mobilenet(v2_|v3_)?[\d.]*"
@@ -172,13 +181,18 @@ def _global_pools(features) -> None:
             features._children[key] = nn.GlobalAvgPool2D()
 
 
-def _new_head(net, old, num_classes: int, dropout: float):
+def _new_head(net, old, num_classes: int, dropout: float, plan=None):
     with net.name_scope():
         head = nn.HybridSequential(prefix="fc_")       # parameters: <model>_fc_dense0_weight ...
         with head.name_scope():
             if dropout:
                 head.add(nn.Dropout(dropout))
-            if any(isinstance(c, nn.AvgPool2D) for c in getattr(old, "_children", {}).values()):
+            pooled = not any(isinstance(c, nn.AvgPool2D)
+                             for c in getattr(old, "_children", {}).values())
+            if plan:            # the custom head (xrayprototype.head), on pooled features
+                head.add(*([] if pooled else [nn.GlobalAvgPool2D()]))
+                add_head_layers(head, plan)
+            elif any(isinstance(c, nn.AvgPool2D) for c in getattr(old, "_children", {}).values()):
                 # squeezenet: a 1x1-convolution classifier, pooled afterwards
                 head.add(nn.Conv2D(num_classes, 1), nn.Activation("relu"),
                          nn.GlobalAvgPool2D(), nn.Flatten())
@@ -208,7 +222,8 @@ def create_model(config: ModelConfig, num_classes: int):
         if "features" in net._children:
             _global_pools(net.features)
         where = head_name(net)
-        _set_child(net, where, _new_head(net, net._children[where], num_classes, config.dropout))
+        _set_child(net, where, _new_head(net, net._children[where], num_classes, config.dropout,
+                                         resolve_head(config.custom_head, num_classes)))
     if config.model_path:
         load_weights_file(net, config.model_path)
     with warnings.catch_warnings():  # "already initialized": the loaded weights stay

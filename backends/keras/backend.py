@@ -15,6 +15,7 @@ from ._compat import setup_tensorflow
 from .explain import Explainer
 from .losses import LOSS_NAMES, ClassificationLoss, MultiLabelLoss
 from .monk import FINAL, load_saved_model
+from .heads import HEAD_LAYER_NAMES, head_variables
 from .models import base_layers, create_model, freeze_first, model_table, parameter_count
 from .optimizers import DECOUPLED_DECAY, OPTIMIZER_NAMES, create_optimizer
 
@@ -58,7 +59,7 @@ class KerasBackend(Backend):
                 model_table(), OPTIMIZER_NAMES, LOSS_NAMES, "NHWC", None,
                 ("cpu", "gpu") if gpus else ("cpu",), soft_targets=True, layer_freezing=True,
                 discriminative_lr=True, input_channels=(3,), explanations=True,
-                multi_label=True, visualization=True)
+                multi_label=True, visualization=True, head_layers=HEAD_LAYER_NAMES)
         return KerasBackend._capabilities
 
     def limit_gpu_memory(self, fraction: float) -> str:
@@ -127,7 +128,7 @@ class KerasBackend(Backend):
         """One optimizer, or with ``base_lr_factor`` != 1 one for the head and one for the
         base (Keras has no per-variable learning rate); ``set_learning_rate`` sets both."""
         params, trainable = config.optimizer_params, self.model.trainable_variables
-        head = {id(v) for v in self.model.get_layer("head").trainable_variables}
+        head = {id(v) for v in head_variables(self.model)}
         base = [v for v in trainable if id(v) not in head]
         split = config.base_lr_factor != 1.0 and bool(base)
         self.base_lr_factor = float(config.base_lr_factor) if split else 1.0

