@@ -341,7 +341,9 @@ def test_optimizer_schedule_and_loss_verbs_persist_in_experiment_json(tmp_path):
     gtf.loss_focal(gamma=1.5, class_weights="balanced")
     optim = read_json(workspace / "Pneumonia" / "verbs" / "experiment.json")["config"]["optim"]
     assert (optim["optimizer"], optim["learning_rate"]) == ("sgd", 0.01)
-    assert optim["optimizer_params"] == {"momentum": 0.9, "weight_decay": 1e-4}
+    assert optim["optimizer_params"] == {"momentum": 0.9, "weight_decay": 1e-4,
+                                         "momentum_dampening_rate": 0.0, "clipnorm": 0.0,
+                                         "clipvalue": 0.0}
     assert (optim["schedule"], optim["schedule_params"]) == \
         ("step_decrease", {"step_size": 2, "gamma": 0.5})
     assert optim["loss"] == "focal" and optim["loss_params"]["gamma"] == 1.5
@@ -356,7 +358,7 @@ def test_optimizer_schedule_and_loss_verbs_persist_in_experiment_json(tmp_path):
     assert (optim["optimizer"], optim["learning_rate"], optim["schedule"]) == \
         ("adamw", 3e-4, "cosine")
     assert optim["loss"] == "softmax_crossentropy"
-    assert optim["loss_params"] == {"label_smoothing": 0.1}
+    assert optim["loss_params"] == {"label_smoothing": 0.1, "weight": 1.0}
 
 
 def test_list_models_and_summary(tmp_path):

@@ -177,11 +177,15 @@ def test_roc_auc_is_none_when_only_one_class_is_present():
 
 def test_monk_per_class_format():
     result = monk_per_class(Y_TRUE, Y_PRED, CLASSES3)
-    assert result == {"A": {"num_images": 4, "num_correct": 3, "accuracy": 75.0},
-                      "B": {"num_images": 3, "num_correct": 2, "accuracy": pytest.approx(200 / 3)},
-                      "C": {"num_images": 3, "num_correct": 2, "accuracy": pytest.approx(200 / 3)}}
+    third = pytest.approx(200 / 3)
+    assert result == {"A": {"num_images": 4, "num_correct": 3, "accuracy(%)": 75.0,
+                            "accuracy": 75.0},
+                      "B": {"num_images": 3, "num_correct": 2, "accuracy(%)": third,
+                            "accuracy": third},
+                      "C": {"num_images": 3, "num_correct": 2, "accuracy(%)": third,
+                            "accuracy": third}}
     assert monk_per_class([0], [0], ["A", "B"])["B"] == \
-        {"num_images": 0, "num_correct": 0, "accuracy": 0.0}
+        {"num_images": 0, "num_correct": 0, "accuracy(%)": 0.0, "accuracy": 0.0}
 
 
 # ---------------------------------------------------------------------------- state

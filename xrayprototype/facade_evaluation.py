@@ -31,13 +31,22 @@ class EvaluationVerbs(FacadeBase):
         Sensitivity and specificity are those of the positive class for two classes, the
         macro averages over classes otherwise.
 
+        A multi-label model (several labels per image) is evaluated per label at each
+        label's threshold (0.5, or those of ``Select_Threshold`` / ``update_decision_threshold``):
+        ROC-AUC, PR-AUC, sensitivity, specificity, precision, F1 and support per label, their
+        macro and micro averages, subset accuracy (every label right) and label accuracy, in
+        the report and ``experiment.json``; it returns Monk's multi-label figures: the share
+        of true labels predicted (%), and per label ``{"num_labels", "num_correct",
+        "accuracy", "accuracy(%)"}``. Only ``predictions.csv`` is written for it.
+
         Args:
             tta: test-time augmentation, the mean probability of each image and its
                 horizontal mirror image (twice the prediction time).
 
         Returns:
             ``(accuracy, per_class)``: the accuracy in percent, and Monk's per-class dict
-            ``{class: {"num_images", "num_correct", "accuracy"}}`` (accuracy in percent).
+            ``{class: {"num_images", "num_correct", "accuracy(%)"}}`` with Monk's keys, plus
+            ``"accuracy"`` (the same percentage).
             Every other figure is in ``experiment.json`` (``evaluation``).
 
         Example:
@@ -51,12 +60,19 @@ class EvaluationVerbs(FacadeBase):
                                       "'.../test') and Dataset() first.")
             experiment.eval_records = experiment.data.val
         metrics = experiment.evaluate(tta=tta)
+        if metrics.get("multi_label"):
+            from .multilabel import report_lines as multilabel_report
+
+            for line in multilabel_report(metrics, experiment.paths.logs):
+                self._say(line)
+            return metrics["monk_accuracy"], metrics["monk_per_class"]
         for line in report_lines(metrics, experiment.paths.logs):
             self._say(line)
         return 100.0 * metrics["accuracy"], metrics["monk_per_class"]
 
     def Infer(self, img_name: Optional[str] = None, img_dir: Optional[str] = None,
-              return_raw: bool = False, tta: bool = False) -> Union[Dict, List[Dict]]:
+              return_raw: bool = False, tta: bool = False,
+              img_thresh: Optional[float] = None) -> Union[Dict, List[Dict]]:
         """Predict one image (``img_name``) or every image of a folder (``img_dir``) with the
         best saved weights, the temperature (``Calibrate``) and the decision threshold, when
         they are set.
@@ -66,6 +82,9 @@ class EvaluationVerbs(FacadeBase):
             img_dir: a folder whose images are all predicted. Give exactly one of the two.
             return_raw: add ``"raw"``, the class probabilities as a list in class order.
             tta: average each image's probabilities with its horizontal mirror image's.
+            img_thresh: multi-label models only (Monk's argument): a label is predicted when
+                its probability >= img_thresh; None uses each label's own threshold (0.5
+                unless ``Select_Threshold`` / ``update_decision_threshold`` set one).
 
         Returns:
             ``{"img_name", "predicted_class", "score", "probabilities": {class: p}}``
@@ -74,15 +93,20 @@ class EvaluationVerbs(FacadeBase):
             return_raw); for ``img_dir`` a list of them, sorted by file name, where a file that
             cannot be decoded is ``{"img_name", "predicted_class": None, "score": None,
             "probabilities": {}, "skipped": reason}`` (one unreadable ``img_name`` raises
-            an error naming it).
+            an error naming it). A multi-label model gives Monk's ``{"img_name",
+            "predicted_classes": [labels above threshold, most probable first], "scores":
+            [their probabilities]}`` plus ``"probabilities": {label: p}`` and
+            ``"thresholds": {label: t}`` (and ``raw``).
 
         Example:
             >>> gtf.Infer(img_name="chest_xray/test/NORMAL/IM-0001-0001.jpeg")["predicted_class"]
+            >>> gtf.Infer(img_name="xray.png", img_thresh=0.3)["predicted_classes"]
             >>> results = gtf.Infer(img_dir="chest_xray/test/PNEUMONIA", tta=True)
         """
         from .prediction import describe_result
 
-        results = self._require_experiment().infer(img_name, img_dir, tta, return_raw)
+        results = self._require_experiment().infer(img_name, img_dir, tta, return_raw,
+                                                   img_thresh)
         for result in results:
             self._say(describe_result(result))
         return results[0] if img_name is not None else results
@@ -107,8 +131,17 @@ class EvaluationVerbs(FacadeBase):
         Example:
             >>> gtf.Prototype("Pneumonia", "resnet18", eval_infer=True)
             >>> gtf.Select_Threshold(method="sensitivity", target=0.95)["threshold"]
+
+        A multi-label model gets one threshold per label, each chosen the same way on its
+        validation images (a label without positive or negative validation images keeps
+        0.5); it returns ``{"thresholds": {label: t}, "method", "target", "chosen_on",
+        "num_images", "tta", "validation": {label: {"val_sensitivity",
+        "val_specificity"}}, "kept_default"}`` (positive_class does not apply).
         """
         experiment = self._require_experiment()
+        if experiment.multi_label:
+            return self._select_label_thresholds(experiment, method, target, positive_class,
+                                                 tta)
         positive_index(experiment.classes, positive_class)   # before any work
         check_threshold_method(method, target)
         decision = experiment.select_threshold(method, target, positive_class, tta)
@@ -118,6 +151,19 @@ class EvaluationVerbs(FacadeBase):
                   f"{decision['val_sensitivity']:.3f}, specificity "
                   f"{decision['val_specificity']:.3f}")
         return decision
+
+    def _select_label_thresholds(self, experiment, method, target, positive_class, tta) -> Dict:
+        if positive_class is not None:
+            raise ExperimentError("positive_class applies to a two-class model; a multi-label "
+                                  "model gets one threshold per label.")
+        check_threshold_method(method, target)
+        record = experiment.select_label_thresholds(method, target, tta)
+        chosen = ", ".join(f"{c} {t:.3g}" for c, t in record["thresholds"].items())
+        kept = f"; kept 0.5 (no positive or no negative validation image): " \
+               f"{record['kept_default']}" if record["kept_default"] else ""
+        self._say(f"per-label thresholds ({method}, on {record['num_images']} validation "
+                  f"images): {chosen}{kept}")
+        return record
 
     def update_decision_threshold(self, threshold: Optional[float],
                                   positive_class: Optional[str] = None) -> None:
@@ -131,11 +177,22 @@ class EvaluationVerbs(FacadeBase):
 
         Example:
             >>> gtf.update_decision_threshold(0.4)      # PNEUMONIA when p(PNEUMONIA) >= 0.4
+
+        A multi-label model: ``threshold`` for every label, or with ``positive_class`` for
+        that label only; None goes back to 0.5 for every label.
         """
         experiment = self._require_experiment()
         if not experiment.classes:
             raise ExperimentError("the classes are not known yet; call Dataset() or train "
                                   "the experiment before setting a decision threshold.")
+        if experiment.multi_label:
+            from .multilabel import manual_thresholds
+
+            record = None if threshold is None else manual_thresholds(
+                experiment.classes, threshold, positive_class, experiment.label_thresholds)
+            experiment.set_label_thresholds(record)
+            self._say(f"label thresholds: {record['thresholds'] if record else '0.5 each'}")
+            return
         decision = None if threshold is None else \
             decision_record(experiment.classes, threshold, positive_class, "manual")
         experiment.set_decision_threshold(decision)

@@ -7,6 +7,7 @@ of ``validation.py`` and applies all of it or none of it; the experiment's ``exp
 is saved at once, and whatever the change invalidates (the data split, the model) is rebuilt
 when next needed. ``Reload()`` exists for Monk scripts but is never required.
 """
+import warnings
 from typing import Any, Dict, Optional
 
 from .errors import ConfigError
@@ -16,6 +17,14 @@ from .facade_base import FacadeBase
 DATA_ARGUMENTS = {"split": "trainval_split", "num_processors": "num_workers"}
 #: Training_Params options Monk scripts pass that mean nothing here (logs are always saved)
 IGNORED_MONK_OPTIONS = ("intermediate_model_prefix", "save_training_logs")
+LOGS_ALWAYS_KEPT = ("save_training_logs=False: this library always keeps the training logs "
+                    "(logs/metrics.jsonl, run.log, the curves); compare, resume and Summary "
+                    "need them. The setting is ignored.")
+
+
+def warn_logs_always_kept() -> None:
+    """Say (once per process) that training logs cannot be turned off."""
+    warnings.warn(LOGS_ALWAYS_KEPT, UserWarning, stacklevel=4)
 
 
 def data_changes(values: Dict[str, Any]) -> Dict[str, Any]:
@@ -49,7 +58,10 @@ class SettingsVerbs(FacadeBase):
             num_processors: decoding threads.
             options: any other DataConfig field, e.g. on_corrupt="error", resize_mode=
                 "center_crop", group_column="patientid", cache_images=False, class_names=
-                ["NORMAL", "PNEUMONIA"] (the label order of an .npz file).
+                ["NORMAL", "PNEUMONIA"] (the label order of an .npz file); for multi-label
+                CSVs (Monk's ``img.jpg,Atelectasis Effusion``): label_delimiter=" " (what
+                separates the labels of one cell) and multi_label=None (multi-label when a
+                cell holds several labels, said when training starts), True or False.
 
         A MedMNIST-style ``file.npz`` is read from memory: its official train and val splits
         for training, its test split in eval_infer mode; ``"file.npz:val"`` picks a split.
@@ -70,24 +82,44 @@ class SettingsVerbs(FacadeBase):
     def Model_Params(self, model_name: Optional[str] = None,
                      freeze_base_network: Optional[bool] = None, use_gpu: Optional[bool] = None,
                      use_pretrained: Optional[bool] = None, model_path: Optional[str] = None,
-                     dropout: Optional[float] = None) -> None:
-        """Which network and from which weights (None keeps the current value).
+                     dropout: Optional[float] = None,
+                     gpu_memory_fraction: Optional[float] = None) -> None:
+        """Which network and from which weights (None keeps the current value). In
+        eval_infer mode only ``model_path`` may be given: the saved model of this experiment
+        (or compatible weights file) that Evaluate / Infer use instead of the best one.
 
         Args:
             model_name: a name of ``List_Models()``.
             freeze_base_network: train only the new classification head.
             use_gpu: use a GPU when the backend finds one.
             use_pretrained: start from ImageNet weights.
-            model_path: a local weights file to start from instead (the head is new).
+            model_path: a local weights file to start from instead (the head is new). In
+                eval_infer mode: which saved model predicts, "best" (default), "last",
+                "epoch_3" or Monk's "output/models/intermediate_model_2" ("final",
+                "best_model"), or a weights file this library saved for the same network.
             dropout: dropout probability before the head.
+            gpu_memory_fraction: Monk's Keras cap on the GPU memory the process may take,
+                in (0, 1]: applied on pytorch and keras, a no-op with a note without a GPU;
+                gluon has no such cap and says so.
 
         Example:
             >>> gtf.Model_Params(model_name="densenet121", freeze_base_network=True)
+            >>> gtf.Switch_Mode(eval_infer=True)
+            >>> gtf.Model_Params(model_path="workspace/Pneumonia/resnet18/output/models/"
+            ...                             "intermediate_model_2")
         """
         values = dict(model_name=model_name, freeze_base_network=freeze_base_network,
                       use_gpu=use_gpu, use_pretrained=use_pretrained, model_path=model_path,
-                      dropout=dropout)
-        self._update(model={k: v for k, v in values.items() if v is not None})
+                      dropout=dropout, gpu_memory_fraction=gpu_memory_fraction)
+        values = {k: v for k, v in values.items() if v is not None}
+        experiment = self._require_experiment()
+        if experiment.mode == "eval_infer" and values.get("model_path") is not None:
+            values.pop("model_path")
+            self._update(model=values)          # anything else is refused in eval_infer
+            chosen = experiment.use_saved_model(model_path)
+            self._say(f"Evaluate / Infer now use {chosen}")
+            return
+        self._update(model=values)
 
     def Training_Params(self, num_epochs: Optional[int] = None,
                         display_progress: Optional[bool] = None,
@@ -118,6 +150,8 @@ class SettingsVerbs(FacadeBase):
         unknown = sorted(set(monk_options) - set(IGNORED_MONK_OPTIONS))
         if unknown:
             raise ConfigError(f"Training_Params got unknown options {unknown}.")
+        if monk_options.get("save_training_logs") is False:
+            warn_logs_always_kept()
         display = display_progress if display_progress is not None else display_progress_realtime
         values = dict(num_epochs=num_epochs, display_progress=display,
                       save_intermediate_models=save_intermediate_models, best_metric=best_metric,
@@ -268,17 +302,31 @@ class SettingsVerbs(FacadeBase):
         """
         self.Model_Params(freeze_base_network=freeze)
 
-    def update_model_path(self, model_path: str) -> None:
-        """Start from a local weights file (its head is replaced).
+    def update_model_path(self, model_path: str, force: bool = False) -> None:
+        """Start from a local weights file (its head is replaced); in eval_infer mode, the
+        saved model Evaluate / Infer use (see ``Model_Params``).
 
         Args:
             model_path: a local weights file of the model, used instead of ImageNet
-                weights.
+                weights; in eval_infer mode "best", "last", "epoch_3", Monk's
+                "output/models/intermediate_model_2" ... or a weights file.
+            force: Monk's flag to skip its confirmation prompt (there is none here).
 
         Example:
             >>> gtf.update_model_path("weights/resnet18.pth")
         """
         self.Model_Params(model_path=model_path)
+
+    def update_gpu_memory_fraction(self, fraction: float) -> None:
+        """Cap the GPU memory this process may take (Monk's Keras ``gpu_memory_fraction``).
+
+        Args:
+            fraction: in (0, 1], e.g. 0.6; see ``Model_Params``.
+
+        Example:
+            >>> gtf.update_gpu_memory_fraction(0.6)
+        """
+        self.Model_Params(gpu_memory_fraction=fraction)
 
     def update_num_epochs(self, num_epochs: int) -> None:
         """Epochs to train.
@@ -337,12 +385,41 @@ class SettingsVerbs(FacadeBase):
         """
         self.Training_Params(display_progress=display)
 
-    def update_save_intermediate_models(self, save: bool) -> None:
-        """Keep every epoch's model in ``models/``.
+    def update_display_progress_realtime(self, display: bool) -> None:
+        """Monk's name for ``update_display_progress``: progress bars during each epoch.
+
+        Args:
+            display: True or False.
+
+        Example:
+            >>> gtf.update_display_progress_realtime(False)
+        """
+        self.Training_Params(display_progress=display)
+
+    def update_save_training_logs(self, save: bool) -> None:
+        """Accepted for Monk scripts: the training logs are always kept (``False`` warns
+        once that it is ignored).
+
+        Args:
+            save: True (the behaviour anyway) or False (warned, ignored).
+
+        Example:
+            >>> gtf.update_save_training_logs(True)
+        """
+        if not isinstance(save, bool):
+            raise ConfigError(f"update_save_training_logs takes True or False, got {save!r}.")
+        if not save:
+            warn_logs_always_kept()
+
+    def update_save_intermediate_models(self, save: bool,
+                                        prefix: str = "intermediate_model_") -> None:
+        """Keep every epoch's model in ``models/`` (``epoch_001.*`` ...; in eval_infer,
+        ``Model_Params(model_path=...)`` finds them by Monk's names too).
 
         Args:
             save: True keeps them; False keeps only the best and the last model (and the
                 resume point).
+            prefix: Monk's file-name prefix (accepted; the files are named ``epoch_NNN``).
 
         Example:
             >>> gtf.update_save_intermediate_models(True)

@@ -188,14 +188,16 @@ def classification_metrics(y_true: Sequence[int], probabilities: np.ndarray,
 
 
 def monk_per_class(y_true: Sequence[int], y_pred: Sequence[int], classes: List[str]) -> Dict:
-    """Monk's per-class dict: ``{class: {num_images, num_correct, accuracy (%)}}``."""
+    """Monk's per-class dict: ``{class: {"num_images", "num_correct", "accuracy(%)"}}``
+    (Monk's keys exactly), plus ``"accuracy"``, the same percentage."""
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     result = {}
     for k, name in enumerate(classes):
         mask = y_true == k
         count, correct = int(mask.sum()), int((y_pred[mask] == k).sum())
-        result[name] = {"num_images": count, "num_correct": correct,
-                        "accuracy": 100.0 * correct / count if count else 0.0}
+        accuracy = 100.0 * correct / count if count else 0.0
+        result[name] = {"num_images": count, "num_correct": correct, "accuracy(%)": accuracy,
+                        "accuracy": accuracy}
     return result
 
 

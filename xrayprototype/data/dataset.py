@@ -1,6 +1,6 @@
 """Assemble training, validation and evaluation record sets from a DataConfig."""
 from dataclasses import dataclass
-from typing import List
+from typing import List, Optional
 
 import numpy as np
 
@@ -9,7 +9,7 @@ from ..errors import DatasetError
 from .npz import (EVAL_SPLIT, TRAIN_SPLIT, VAL_SPLIT, is_npz_path, npz_splits, read_npz_split,
                   split_npz_path)
 from .sources import ImageRecords, load_records, locate_train_val
-from .split import split_indices
+from .split import split_indices, split_shortfall
 from .transforms import channel_statistics
 
 
@@ -19,6 +19,8 @@ class TrainValData:
     val: ImageRecords
     classes: List[str]
     val_source: str          # "folder" | "npz" (the file's val split) | "split"
+    requested_train_fraction: Optional[float] = None     # trainval_split, when it split
+    split_note: Optional[str] = None     # why the achieved fraction is off, when it is
 
     def summary(self) -> dict:
         return {"classes": self.classes, "num_train": len(self.train), "num_val": len(self.val),
@@ -26,7 +28,17 @@ class TrainValData:
                 "val_class_counts": self.val.class_counts(), "val_source": self.val_source,
                 "train_origin": self.train.origin, "val_origin": self.val.origin,
                 "num_train_patients": len(set(self.train.groups)),
-                "num_val_patients": len(set(self.val.groups))}
+                "num_val_patients": len(set(self.val.groups)),
+                "multi_label": self.multi_label,
+                "requested_train_fraction": self.requested_train_fraction,
+                "achieved_train_fraction": len(self.train) / max(1, len(self.train)
+                                                                 + len(self.val)),
+                "split_note": self.split_note}
+
+    @property
+    def multi_label(self) -> bool:
+        """Whether images carry several labels (multi-hot targets, sigmoid outputs)."""
+        return self.train.targets is not None
 
 
 def load_train_val(config: DataConfig, seed: int = 0) -> TrainValData:
@@ -41,12 +53,16 @@ def load_train_val(config: DataConfig, seed: int = 0) -> TrainValData:
     records = _records(config, train_images, train_csv, default_split=TRAIN_SPLIT)
     if val_pair is not None:
         val = _records(config, val_pair[0], val_pair[1], records.classes, VAL_SPLIT)
+        if records.targets is not None and val.targets is None:
+            val.targets = val.multi_hot()
         source = "npz" if is_npz_path(val_pair[0]) else "folder"
         return TrainValData(records, val, records.classes, source)
-    train_idx, val_idx = split_indices(records.labels, records.groups,
-                                       1.0 - float(config.trainval_split), seed)
-    return TrainValData(records.subset(train_idx), records.subset(val_idx),
-                        records.classes, "split")
+    requested = float(config.trainval_split)
+    train_idx, val_idx = split_indices(records.labels, records.groups, 1.0 - requested, seed)
+    return TrainValData(records.subset(train_idx), records.subset(val_idx), records.classes,
+                        "split", requested, split_shortfall(records.labels, records.groups,
+                                                            requested, train_idx,
+                                                            records.classes))
 
 
 def load_eval(config: DataConfig, classes: List[str]) -> ImageRecords:
@@ -84,9 +100,14 @@ def _records(config: DataConfig, images, csv, classes=None,
         if csv is not None:
             raise DatasetError(f"path_to_csv does not apply to the .npz file {images}: its "
                                "labels are inside it. Leave path_to_csv out.")
-        return read_npz_split(images, classes, config.class_names, default_split)
-    return load_records(images, csv, config.delimiter, classes, config.group_pattern,
-                        config.group_column, config.file_column, config.label_column)
+        records = read_npz_split(images, classes, config.class_names, default_split)
+    else:
+        records = load_records(images, csv, config.delimiter, classes, config.group_pattern,
+                               config.group_column, config.file_column, config.label_column,
+                               config.multi_label, config.label_delimiter)
+    if config.multi_label and records.targets is None:   # one label per image, multi-label model
+        records.targets = records.multi_hot()
+    return records
 
 
 def estimate_statistics(store, max_images: int = 500, seed: int = 0) -> tuple:

@@ -10,7 +10,7 @@ images of that class seen so far. The error is then at most about half of the sm
 patients' image counts per class, whatever the fraction (a k-fold split could only give
 ``1/k``). Each class ends up on both sides.
 """
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -39,6 +39,39 @@ def split_indices(labels: Sequence[int], groups: Sequence[str], val_fraction: fl
     else:
         train, val = _stratified(labels, val_fraction, seed)
     return np.sort(train), np.sort(val)
+
+
+#: the achieved training fraction may differ from the requested one by this much unsaid
+SPLIT_TOLERANCE = 0.05
+
+
+def split_shortfall(labels: Sequence[int], groups: Sequence[str], requested: float,
+                    train: Sequence[int], classes: Optional[Sequence[str]] = None
+                    ) -> Optional[str]:
+    """None when the training part holds ``requested`` of the images within
+    ``SPLIT_TOLERANCE``, else a sentence saying requested vs achieved and why: whole
+    patients go to one side, and every class needs images on both sides.
+
+    Example:
+        >>> split_shortfall([0, 0, 1, 1], ["a", "b", "c", "d"], 0.9, [0, 2])
+        'trainval_split=0.9 asked for 90% of the images for training; the split gives 50% ...'
+    """
+    labels = np.asarray(labels)
+    achieved = len(train) / max(1, len(labels))
+    if abs(achieved - requested) <= SPLIT_TOLERANCE:
+        return None
+    groups = np.asarray(groups, dtype=object)
+    per_class = []
+    for cls in np.unique(labels):
+        members = labels == cls
+        name = classes[int(cls)] if classes is not None else int(cls)
+        per_class.append(f"{name}: {int(members.sum())} images of "
+                         f"{len(set(groups[members]))} patient(s)")
+    return (f"trainval_split={requested:g} asked for {requested:.0%} of the images for "
+            f"training; the split gives {achieved:.0%} ({len(train)} of {len(labels)}), the "
+            f"closest it can: every class keeps at least one patient on each side and a "
+            f"patient's images stay on one side ({'; '.join(per_class)}). Add data, or give a "
+            "validation folder, for the fraction asked for.")
 
 
 def _stratified(labels, val_fraction, seed):

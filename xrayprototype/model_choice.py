@@ -1,0 +1,113 @@
+"""Which saved model an eval_infer experiment predicts with (``Model_Params(model_path=...)`` /
+``update_model_path`` in eval_infer mode), Monk's spellings included.
+
+Monk saved ``output/models/final``, ``best_model``, ``resume_state`` and
+``intermediate_model_<k>`` (``k`` the 0-based epoch) under ``workspace/<project>/
+<experiment>/``; this library saves ``models/last.*``, ``best.*``, ``resume.*`` and
+``epoch_<NNN>.*`` (1-based, with ``save_intermediate_models``). A spec is read as:
+
+- a saved-model name, bare or as a path of either layout, with or without an extension:
+  ``best``, ``last``, ``epoch_3``, ``models/epoch_003.safetensors``, ``final``,
+  ``best_model``, ``output/models/intermediate_model_2`` (= ``epoch_003``). The path's
+  ``<project>/<experiment>`` part, when it names another experiment of the workspace, picks
+  that experiment's file (the same network, trained otherwise);
+- else an existing weights file this library saved (its stem is loaded by the backend).
+
+A name with no file raises ``ModelFileError`` naming what was looked for and what exists.
+
+Example:
+    >>> saved_model_name("workspace/P/e/output/models/intermediate_model_9")
+    'epoch_010'
+"""
+import re
+from pathlib import Path
+from typing import Callable, Optional, Tuple
+
+from .errors import ConfigError, ModelFileError
+from .model_files import load_model_files, saved_files
+from .workspace import ExperimentPaths
+
+#: Monk's file names -> this library's
+MONK_NAMES = {"final": "last", "best_model": "best", "resume_state": "resume"}
+_INTERMEDIATE = re.compile(r"^intermediate_model_(\d+)$")
+_EPOCH = re.compile(r"^epoch_(\d+)$")
+_OWN = ("best", "last", "resume")
+#: extensions and suffixes of saved model files, every backend's and Monk's
+_SUFFIXES = re.compile(r"(-symbol\.json|-\d{4}\.params|\.weights\.h5|\.safetensors|\.params|"
+                       r"\.optimizer\.\w+|\.keras|\.h5|\.pth?|\.npz|\.json)$")
+
+
+def saved_model_name(spec) -> Optional[str]:
+    """This library's saved-model name for ``spec`` (see the module), or None."""
+    name = _SUFFIXES.sub("", Path(str(spec)).name)
+    if name in _OWN:
+        return name
+    if name in MONK_NAMES:
+        return MONK_NAMES[name]
+    for pattern, offset in ((_INTERMEDIATE, 1), (_EPOCH, 0)):
+        match = pattern.match(name)
+        if match:
+            return f"epoch_{int(match.group(1)) + offset:03d}"
+    return None
+
+
+def _named_experiment(paths: ExperimentPaths, spec) -> ExperimentPaths:
+    """The experiment ``<project>/<experiment>`` before ``models`` / ``output/models`` in
+    ``spec`` when it is another existing one of the workspace, else ``paths``."""
+    parts = Path(str(spec)).parts
+    for marker in (("output", "models"), ("models",)):
+        for i in range(len(parts) - len(marker)):
+            if tuple(parts[i:i + len(marker)]) == marker and i >= 2:
+                project, experiment = parts[i - 2], parts[i - 1]
+                if (project, experiment) != (paths.project, paths.experiment):
+                    other = ExperimentPaths(paths.root, project, experiment)
+                    if other.exists():
+                        return other
+                return paths
+    return paths
+
+
+def _available(paths: ExperimentPaths) -> str:
+    names = sorted({_SUFFIXES.sub("", p.name) for p in paths.models.glob("*") if p.is_file()
+                    and not p.name.startswith(".")} - {""}) if paths.models.is_dir() else []
+    return ", ".join(names) or "none"
+
+
+def choose_saved_model(experiment, spec) -> Tuple[str, Callable[[], None]]:
+    """``(label, load)``: a description of the chosen model and a function loading it into
+    ``experiment.backend``; raises when there is no such model."""
+    from . import state as st
+
+    which = saved_model_name(spec)
+    if which is not None:
+        paths = _named_experiment(experiment.paths, spec)
+        if not saved_files(paths.models, which):
+            raise ModelFileError(
+                f"model_path {str(spec)!r} means the saved model '{which}' of experiment "
+                f"{paths.project}/{paths.experiment}, but {paths.models} holds no {which}.* "
+                f"file (saved models there: {_available(paths)}). Intermediate models "
+                "(epoch_NNN, Monk's intermediate_model_<epoch - 1>) exist only when the run "
+                "trained with update_save_intermediate_models(True).")
+        state = experiment.state if paths.dir == experiment.paths.dir \
+            else st.read_state(paths.state_file)
+        label = f"'{which}' of {paths.project}/{paths.experiment}"
+        return label, lambda: load_model_files(experiment.backend, paths, which, state)
+    path = Path(str(spec)).expanduser()
+    if not path.is_file():
+        raise ConfigError(
+            f"model_path {str(spec)!r} is neither a saved model of this experiment (best, last, "
+            f"resume, epoch_<N>, or Monk's final, best_model, intermediate_model_<k>; saved "
+            f"here: {_available(experiment.paths)}) nor an existing weights file.")
+    stem = path.parent / _SUFFIXES.sub("", path.name)
+    return f"weights file {path}", lambda: _load_file(experiment.backend, stem, path)
+
+
+def _load_file(backend, stem: Path, path: Path) -> None:
+    try:
+        backend.load(stem)
+    except Exception as err:  # noqa: BLE001  (each framework raises its own type)
+        raise ModelFileError(
+            f"{path} could not be loaded into this experiment's network "
+            f"({type(err).__name__}: {str(err)[:300]}); give a weights file saved by this "
+            "library for the same model and classes (e.g. another experiment's "
+            "models/best.*).") from err
