@@ -13,7 +13,7 @@ from .constraints import check_settings
 from .facade_base import FacadeBase
 from .validation import VISUALIZE_ARGUMENTS
 
-#: what Monk's ``store_images_if_plot_fails=False`` becomes here, said once per facade
+#: what Monk's ``store_images_if_plot_fails=False`` becomes here, said at each such call
 NO_WIDGET_NOTE = ("store_images_if_plot_fails=False: this library draws no interactive "
                   "notebook widget, so the grids are written as PNG files anyway (they are the "
                   "result; open them, or display them with IPython.display.Image).")
@@ -25,9 +25,7 @@ class VisualizationVerbs(FacadeBase):
 
     def _checked(self, **arguments) -> Dict:
         checked = check_settings("Visualize", arguments, VISUALIZE_ARGUMENTS)
-        if not checked.get("store_images_if_plot_fails", True) \
-                and not vars(self).get("_no_widget_said"):
-            self._no_widget_said = True
+        if not checked.get("store_images_if_plot_fails", True):
             self._say(NO_WIDGET_NOTE)
         return checked
 
@@ -77,7 +75,7 @@ class VisualizationVerbs(FacadeBase):
 
         Args:
             store_images_if_plot_fails: Monk's switch between an interactive widget and
-                stored images; the PNG files are always written here (False says so once).
+                stored images; the PNG files are always written here (False says so).
             layers: a convolution layer's name or a list of them; None draws every one.
                 A wrong name lists the close ones.
             max_tiles: the most output channels drawn per layer (the first ones).
