@@ -371,3 +371,38 @@ def test_a_monk_test_transform_not_reproduced_is_named_in_a_warning(tmp_path, ca
     out = capsys.readouterr().out
     assert "CenterCrop" in out and "not applied" in out
     assert gtf.experiment.state["preprocessing"]["not_reproduced"] == ["CenterCrop"]
+
+
+def test_an_intact_model_that_cannot_be_rebuilt_is_not_called_corrupt(tmp_path, monkeypatch):
+    import sys
+
+    checked = 0
+    if is_installed("pytorch"):                  # a pickled network of a class not installed
+        import torch
+
+        root = tmp_path / "pt" / "workspace"
+        write_monk_experiment(root, "pytorch", "monk")
+        (tmp_path / "monk_custom_net.py").write_text(
+            "import torch\nclass Net(torch.nn.Linear):\n    pass\n")
+        monkeypatch.syspath_prepend(str(tmp_path))
+        import monk_custom_net
+        torch.save(monk_custom_net.Net(2, 2),
+                   str(root / PROJECT / "monk" / "output" / "models" / "final"))
+        del sys.modules["monk_custom_net"]
+        monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(tmp_path)])
+        with pytest.raises(ModelFileError, match="cannot be imported here"):
+            _open({"root": root, "experiment": "monk", "trust": True})
+        checked += 1
+    if is_installed("keras"):                    # a valid HDF5 file without a model in it
+        import h5py
+
+        root = tmp_path / "keras" / "workspace"
+        write_monk_experiment(root, "keras", "monk")
+        final = root / PROJECT / "monk" / "output" / "models" / "final.h5"
+        with h5py.File(final, "w") as handle:
+            handle.attrs["keras_version"] = "2.2.4"
+        with pytest.raises(ModelFileError, match="intact HDF5 model saved by Keras 2.2.4"):
+            _open({"root": root, "experiment": "monk", "trust": False})
+        checked += 1
+    if not checked:
+        pytest.skip("neither pytorch nor keras installed")

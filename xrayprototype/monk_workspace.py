@@ -273,7 +273,8 @@ def open_monk_experiment(paths: ExperimentPaths, mode: str = "eval_infer",
     if backend and canonical_backend_name(backend) != state["backend"]:
         raise ConfigError(f"Monk trained {paths.experiment} with {system.get('library')}, read "
                           f"by backend '{state['backend']}', not '{backend}'; leave backend "
-                          "out.")
+                          f"out, or give backend='{state['backend']}' (a Monk script: import "
+                          f"prototype from the {system.get('library')} module).")
     if own.exists():            # an earlier opening's evaluation no longer describes this one
         previous = st.read_state(own.state_file)
         state["previous_evaluation"] = previous.get("evaluation") or {}

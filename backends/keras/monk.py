@@ -47,6 +47,20 @@ def logits_model(model):
     return model
 
 
+def _h5_problem(path: Path, version: str) -> str:
+    """Why an .h5 model did not load: a damaged file, or an intact one Keras cannot rebuild."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as handle:
+            saved_by = handle.attrs.get("keras_version", "an unknown version")
+    except OSError:
+        return "is truncated or corrupt (not a readable HDF5 file)"
+    saved_by = saved_by.decode() if isinstance(saved_by, bytes) else saved_by
+    return (f"is an intact HDF5 model saved by Keras {saved_by} that Keras {version} cannot "
+            "rebuild")
+
+
 def load_saved_model(model_dir: Path):
     """The model of Monk's ``final.h5`` (class scores out); a missing or damaged file raises
     ModelFileError naming it, a Lambda layer ConfigError."""
@@ -60,6 +74,6 @@ def load_saved_model(model_dir: Path):
         if "lambda" in str(err).lower() or "safe_mode" in str(err):
             raise ConfigError(f"{path} holds a Lambda layer (Python code in the file), which "
                               f"this library never runs ({err}).") from err
-        raise model_file_error(path, "is truncated or corrupt", err) from err
+        raise model_file_error(path, _h5_problem(path, keras.__version__), err) from err
     _refuse_lambda(path, model)
     return logits_model(model)

@@ -34,6 +34,9 @@ def load_pickled_model(model_dir: Path, trust_pickled_model: bool) -> nn.Module:
         raise model_file_error(path, "is empty (0 bytes)")
     try:
         model = torch.load(str(path), map_location="cpu", weights_only=False)
+    except (ImportError, AttributeError) as err:        # intact, but its class is unknown
+        raise model_file_error(path, "holds a network whose Python class cannot be imported "
+                                     "here (install the package that defines it)", err) from err
     except Exception as err:  # noqa: BLE001  (a damaged pickle or zip raises many types)
         raise model_file_error(path, "is truncated or corrupt", err) from err
     if not isinstance(model, nn.Module):
