@@ -60,7 +60,9 @@ def test_optimizer_parameter_values_are_checked_by_their_table():
         updated_config(ExperimentConfig(), {"optim": {"loss_params": {"label_smoothing": 1}}})
     config = updated_config(ExperimentConfig(), {"optim": {"optimizer": "sgd",
                                                            "optimizer_params": {}}})
-    assert config.optim.optimizer_params == {"momentum": 0.0, "weight_decay": 0.0}
+    assert config.optim.optimizer_params == {"momentum": 0.0, "weight_decay": 0.0,
+                                             "momentum_dampening_rate": 0.0, "clipnorm": 0.0,
+                                             "clipvalue": 0.0}
 
 
 def test_paths_are_stored_absolute_and_values_converted(tmp_path, monkeypatch):

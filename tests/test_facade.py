@@ -345,7 +345,7 @@ def test_optimizer_schedule_and_loss_verbs_persist_in_experiment_json(tmp_path):
                                          "momentum_dampening_rate": 0.0, "clipnorm": 0.0,
                                          "clipvalue": 0.0}
     assert (optim["schedule"], optim["schedule_params"]) == \
-        ("step_decrease", {"step_size": 2, "gamma": 0.5})
+        ("step_decrease", {"step_size": 2, "gamma": 0.5, "last_epoch": -1})
     assert optim["loss"] == "focal" and optim["loss_params"]["gamma"] == 1.5
     assert optim["class_weights"] == "balanced"
 

@@ -10,35 +10,75 @@ from typing import Any, Dict, Optional
 
 import numpy as np
 
-from .constraints import NONE, Boolean, Interval, ListOf, Setting
+from .constraints import NONE, Boolean, Interval, ListOf, Options, Satisfies, Setting
 from .errors import ConfigError, unknown_name
 
-#: optimizer name -> its keyword parameters and defaults (shared across frameworks)
+#: gradient clipping, on every optimizer (0: off): ``clipvalue`` clips each gradient element to
+#: [-clipvalue, clipvalue], then ``clipnorm`` rescales all gradients together so that their
+#: global L2 norm is at most ``clipnorm`` (PyTorch's ``clip_grad_norm_``); weight decay is
+#: added after clipping
+_CLIP = {"clipnorm": 0.0, "clipvalue": 0.0}
+
+#: optimizer name -> its keyword parameters and defaults (shared across frameworks), Monk's
+#: names and defaults (``optimizer_<name>`` in Monk's pytorch/gluon/keras prototypes)
 OPTIMIZERS: Dict[str, Dict[str, Any]] = {
-    "sgd": {"momentum": 0.0, "weight_decay": 0.0},
-    "nesterov_sgd": {"momentum": 0.9, "weight_decay": 0.0},
-    "rmsprop": {"decay_rate": 0.99, "momentum": 0.0, "epsilon": 1e-8, "weight_decay": 0.0},
+    "sgd": {"momentum": 0.0, "weight_decay": 0.0, "momentum_dampening_rate": 0.0, **_CLIP},
+    "nesterov_sgd": {"momentum": 0.9, "weight_decay": 0.0, "momentum_dampening_rate": 0.0,
+                     **_CLIP},
+    "rmsprop": {"decay_rate": 0.99, "momentum": 0.0, "epsilon": 1e-8, "weight_decay": 0.0,
+                **_CLIP},
+    "momentum_rmsprop": {"decay_rate": 0.99, "momentum": 0.9, "epsilon": 1e-8,
+                         "weight_decay": 0.0, **_CLIP},
     "adam": {"beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8, "weight_decay": 0.0,
-             "amsgrad": False},
-    "adamw": {"beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8, "weight_decay": 0.01},
-    "adamax": {"beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8, "weight_decay": 0.0},
-    "adagrad": {"epsilon": 1e-10, "weight_decay": 0.0},
-    "adadelta": {"rho": 0.9, "epsilon": 1e-6, "weight_decay": 0.0},
+             "amsgrad": False, **_CLIP},
+    "adamw": {"beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8, "weight_decay": 0.01,
+              "amsgrad": False, **_CLIP},
+    "adamax": {"beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8, "weight_decay": 0.0, **_CLIP},
+    "nesterov_adam": {"beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8, "weight_decay": 0.0,
+                      "amsgrad": False, "momentum_decay": 0.004, **_CLIP},
+    "adagrad": {"learning_rate_decay": 0.0, "epsilon": 1e-10, "weight_decay": 0.0, **_CLIP},
+    "adadelta": {"rho": 0.9, "epsilon": 1e-6, "weight_decay": 0.0, **_CLIP},
+    "signum": {"momentum": 0.0, "weight_decay": 0.0, **_CLIP},
 }
 
-#: loss name -> keyword parameters and defaults
+#: Monk's loss arguments that only say how a batch is laid out (this library's logits are
+#: always (N, classes) and its labels class indices): accepted at the values that describe
+#: that layout (checked by ``PARAMETER_RULES["loss"]``), refused otherwise, never stored
+LAYOUT_ARGUMENTS = ("batch_axis", "axis_to_sum_over", "label_as_categories")
+
+#: loss name -> keyword parameters and defaults. Every loss is computed on the model's logits
+#: ``z`` (N, C) and the target matrix ``t`` (one-hot class indices, or mixup / multi-hot rows);
+#: see ``xrayprototype.losses`` for each definition. ``weight`` is Monk's scalar factor of the
+#: loss (a list of per-class weights goes to ``OptimConfig.class_weights``)
 LOSSES: Dict[str, Dict[str, Any]] = {
-    "softmax_crossentropy": {"label_smoothing": 0.0},
-    "focal": {"gamma": 2.0, "alpha": None, "label_smoothing": 0.0},
+    "softmax_crossentropy": {"label_smoothing": 0.0, "weight": 1.0},
+    "focal": {"gamma": 2.0, "alpha": None, "label_smoothing": 0.0, "weight": 1.0},
+    "crossentropy": {"label_smoothing": 0.0, "weight": 1.0},
+    "sigmoid_binary_crossentropy": {"weight": 1.0},
+    "binary_crossentropy": {"weight": 1.0},
+    "l1": {"weight": 1.0},
+    "l2": {"weight": 1.0},
+    "kldiv": {"log_pre_applied": False, "weight": 1.0},
+    "poisson_nll": {"log_pre_applied": False, "weight": 1.0},
+    "huber": {"threshold_for_mean_estimator": 1.0, "weight": 1.0},
+    "hinge": {"margin": 1.0, "weight": 1.0},
+    "squared_hinge": {"margin": 1.0, "weight": 1.0},
+    "multimargin": {"margin": 1.0, "weight": 1.0},
+    "squared_multimargin": {"margin": 1.0, "weight": 1.0},
+    "multilabel_margin": {"weight": 1.0},
+    "multilabel_softmargin": {"weight": 1.0},
 }
 
-#: schedule name -> keyword parameters and defaults
+#: schedule name -> keyword parameters and defaults (``last_epoch`` as PyTorch's: the schedule
+#: starts as if epochs 0..last_epoch had passed; -1 starts it fresh)
 SCHEDULES: Dict[str, Dict[str, Any]] = {
     "fixed": {},
-    "step_decrease": {"step_size": 1, "gamma": 0.1},
-    "multistep_decrease": {"milestones": [2, 4], "gamma": 0.1},
-    "exponential_decrease": {"gamma": 0.9},
-    "plateau_decrease": {"factor": 0.1, "patience": 2, "threshold": 1e-4, "min_lr": 0.0},
+    "step_decrease": {"step_size": 1, "gamma": 0.1, "last_epoch": -1},
+    "multistep_decrease": {"milestones": [2, 4], "gamma": 0.1, "last_epoch": -1},
+    "exponential_decrease": {"gamma": 0.9, "last_epoch": -1},
+    "plateau_decrease": {"factor": 0.1, "patience": 2, "threshold": 1e-4, "min_lr": 0.0,
+                         "mode": "min", "threshold_mode": "abs", "cooldown": 0,
+                         "epsilon": 1e-8, "verbose": False},
     "cosine": {"eta_min": 0.0, "warmup_epochs": 0},
     "onecycle": {"max_lr": None, "pct_start": 0.3, "div_factor": 25.0,
                  "final_div_factor": 1e4},
@@ -49,19 +89,42 @@ _FRACTION = Interval(float, 0, 1, closed="left")
 _NON_NEGATIVE = Interval(float, 0)
 _POSITIVE = Interval(float, 0, closed="neither")
 
+_ONLY_0 = Satisfies(lambda v: v == 0 and not isinstance(v, bool), "0")
+_ONLY_TRUE = Satisfies(lambda v: v is True or type(v).__name__ == "bool_" and bool(v), "True")
+
 #: what each parameter of the tables above may be, per table (a name can mean different
-#: things: a schedule's ``gamma`` multiplies the rate, the focal loss's ``gamma`` is a power)
+#: things: a schedule's ``gamma`` multiplies the rate, the focal loss's ``gamma`` is a power);
+#: a key "<name>.<parameter>" holds the rule of one optimizer / loss / schedule only
 PARAMETER_RULES: Dict[str, Dict[str, Setting]] = {
     "optimizer": {
         "momentum": Setting(_FRACTION), "weight_decay": Setting(_NON_NEGATIVE),
         "epsilon": Setting(_POSITIVE), "beta1": Setting(_FRACTION), "beta2": Setting(_FRACTION),
         "amsgrad": Setting(Boolean()), "decay_rate": Setting(_FRACTION),
-        "rho": Setting(_FRACTION)},
+        "rho": Setting(_FRACTION), "clipnorm": Setting(_NON_NEGATIVE, hint="0 turns it off"),
+        "clipvalue": Setting(_NON_NEGATIVE, hint="0 turns it off"),
+        "momentum_dampening_rate": Setting(_FRACTION),
+        "learning_rate_decay": Setting(_NON_NEGATIVE), "momentum_decay": Setting(_NON_NEGATIVE),
+        "nesterov_sgd.momentum": Setting(Interval(float, 0, 1, closed="neither"),
+                                         hint="Nesterov momentum needs a momentum, e.g. 0.9"),
+        "nesterov_adam.amsgrad": Setting(
+            Satisfies(lambda v: Boolean().accepts(v) and not v, "False"),
+            hint="no backend has an AMSGrad variant of Nadam (Monk ignored it); use "
+                 "optimizer_adam(..., amsgrad=True)"),
+        "momentum_rmsprop.momentum": Setting(Interval(float, 0, 1, closed="neither"),
+                                             hint="e.g. 0.9; optimizer_rmsprop has none")},
     "loss": {
         "label_smoothing": Setting(_FRACTION, hint="0.1 is usual"),
         "gamma": Setting(_NON_NEGATIVE, hint="0 is plain cross-entropy, 2 is usual"),
         "alpha": Setting(NONE, _POSITIVE, ListOf(_POSITIVE),
-                         hint="one weight per class, or a scalar")},
+                         hint="one weight per class, or a scalar"),
+        "weight": Setting(_POSITIVE, hint="a scalar factor of the loss; per-class weights go in "
+                                          "a list (weight=[...]) or update_class_weights"),
+        "batch_axis": Setting(_ONLY_0, hint="batches are laid out (N, classes), N first"),
+        "axis_to_sum_over": Setting(Options((-1, 1)), hint="the class axis of (N, classes)"),
+        "label_as_categories": Setting(_ONLY_TRUE, hint="labels are class indices here"),
+        "log_pre_applied": Setting(Boolean()),
+        "threshold_for_mean_estimator": Setting(_POSITIVE),
+        "margin": Setting(_NON_NEGATIVE)},
     "learning-rate schedule": {
         "step_size": Setting(Interval(int, 1)), "gamma": Setting(_POSITIVE),
         "milestones": Setting(ListOf(Interval(int, 1))),
@@ -70,7 +133,13 @@ PARAMETER_RULES: Dict[str, Dict[str, Setting]] = {
         "min_lr": Setting(_NON_NEGATIVE), "eta_min": Setting(_NON_NEGATIVE),
         "warmup_epochs": Setting(Interval(int, 0)), "max_lr": Setting(NONE, _POSITIVE),
         "pct_start": Setting(Interval(float, 0, 1, closed="neither")),
-        "div_factor": Setting(_POSITIVE), "final_div_factor": Setting(_POSITIVE)},
+        "div_factor": Setting(_POSITIVE), "final_div_factor": Setting(_POSITIVE),
+        "last_epoch": Setting(Interval(int, -1), hint="-1 starts the schedule fresh"),
+        "mode": Setting(Options(("min", "max")),
+                        hint="'min' watches the validation loss, 'max' the validation accuracy"),
+        "threshold_mode": Setting(Options(("rel", "abs"))),
+        "cooldown": Setting(Interval(int, 0)), "epsilon": Setting(_NON_NEGATIVE),
+        "verbose": Setting(Boolean())},
 }
 
 
@@ -93,8 +162,23 @@ def checked_params(table: Dict[str, Dict[str, Any]], kind: str, name: str,
     merged = dict(allowed)
     merged.update({k: v for k, v in params.items() if v is not None or k in ("alpha", "max_lr")})
     rules = PARAMETER_RULES.get(kind, {})
-    return {key: rules[key].check(f"{kind} '{name}' parameter {key}", value) if key in rules
-            else value for key, value in merged.items()}
+    checked = {}
+    for key, value in merged.items():
+        rule = rules.get(f"{name}.{key}") or rules.get(key)
+        checked[key] = rule.check(f"{kind} '{name}' parameter {key}", value) if rule else value
+    return checked
+
+
+def check_layout_arguments(loss: str, **arguments) -> None:
+    """Monk's layout arguments of ``loss_<loss>`` (``LAYOUT_ARGUMENTS``), checked by their
+    rules; they describe the only layout this library has, so nothing is stored.
+
+    Example:
+        >>> check_layout_arguments("l1", batch_axis=0)
+    """
+    rules = PARAMETER_RULES["loss"]
+    for key, value in arguments.items():
+        rules[key].check(f"loss '{loss}' argument {key}", value)
 
 
 def balanced_class_weights(class_counts) -> np.ndarray:
@@ -116,17 +200,19 @@ class LearningRateSchedule:
     """
 
     def __init__(self, name: str, base_lr: float, params: Optional[Dict[str, Any]],
-                 num_epochs: int, steps_per_epoch: int):
-        self.name = name
+                 num_epochs: int, steps_per_epoch: int, learning_rate_decay: float = 0.0):
+        self.name, self.learning_rate_decay = name, float(learning_rate_decay or 0.0)
         self.params = checked_params(SCHEDULES, "learning-rate schedule", name, params or {})
         self.base_lr = float(base_lr)
         self.num_epochs, self.steps_per_epoch = int(num_epochs), max(1, int(steps_per_epoch))
         self.plateau_scale, self.plateau_best, self.plateau_wait = 1.0, None, 0
+        self.plateau_cooldown = 0
 
     def rate(self, epoch: int, step: int) -> float:
         """Learning rate for ``step`` (0-based) of ``epoch`` (0-based)."""
-        p, base = self.params, self.base_lr
+        p, base = self.params, self.base_lr * self._decay(epoch, step)
         progress = (epoch * self.steps_per_epoch + step) / (self.num_epochs * self.steps_per_epoch)
+        epoch += int(p.get("last_epoch", -1)) + 1        # PyTorch's last_epoch: a head start
         if self.name == "step_decrease":
             return base * p["gamma"] ** (epoch // max(1, int(p["step_size"])))
         if self.name == "multistep_decrease":
@@ -140,6 +226,13 @@ class LearningRateSchedule:
         if self.name == "onecycle":
             return self._onecycle(progress)
         return base
+
+    def _decay(self, epoch: int, step: int) -> float:
+        """The optimizer's ``learning_rate_decay`` (Adagrad's): ``1 / (1 + k * decay)`` at the
+        k-th step (0-based) of the run, as ``torch.optim.Adagrad(lr_decay=...)``."""
+        if not self.learning_rate_decay:
+            return 1.0
+        return 1.0 / (1.0 + (epoch * self.steps_per_epoch + step) * self.learning_rate_decay)
 
     def _cosine(self, epoch: int, progress: float) -> float:
         p, warmup = self.params, int(self.params["warmup_epochs"])
@@ -159,27 +252,47 @@ class LearningRateSchedule:
         fraction = (progress - p["pct_start"]) / max(1e-9, 1 - p["pct_start"])
         return end + (peak - end) * 0.5 * (1 + math.cos(math.pi * fraction))
 
-    def end_epoch(self, monitored_loss: Optional[float]) -> None:
-        """Feed the epoch's validation loss to ``plateau_decrease``."""
-        if self.name != "plateau_decrease" or monitored_loss is None:
-            return
+    def end_epoch(self, monitored_loss: Optional[float],
+                  monitored_accuracy: Optional[float] = None) -> None:
+        """Feed the epoch's validation loss (``mode="min"``) or accuracy (``mode="max"``) to
+        ``plateau_decrease``, with PyTorch's ``ReduceLROnPlateau`` rules: ``threshold_mode``
+        "rel" counts an improvement beyond ``best * (1 -/+ threshold)``, "abs" beyond
+        ``best -/+ threshold``; after a decrease ``cooldown`` epochs are not counted; a
+        decrease smaller than ``epsilon`` is skipped."""
         p = self.params
-        if self.plateau_best is None or monitored_loss < self.plateau_best - p["threshold"]:
-            self.plateau_best, self.plateau_wait = monitored_loss, 0
+        monitored = monitored_loss if p.get("mode", "min") == "min" else monitored_accuracy
+        if self.name != "plateau_decrease" or monitored is None:
             return
-        self.plateau_wait += 1
+        if self.plateau_best is None or self._improves(monitored):
+            self.plateau_best, self.plateau_wait = monitored, 0
+        elif self.plateau_cooldown > 0:
+            self.plateau_cooldown -= 1
+        else:
+            self.plateau_wait += 1
         if self.plateau_wait > p["patience"]:
-            self.plateau_scale *= p["factor"]
-            self.plateau_wait = 0
+            old = max(self.base_lr * self.plateau_scale, p["min_lr"])
+            new = max(old * p["factor"], p["min_lr"])
+            if old - new > p.get("epsilon", 0.0):
+                self.plateau_scale *= p["factor"]
+                if p.get("verbose"):
+                    print(f"lr_plateau_decrease: learning rate {old:.3g} -> {new:.3g}")
+            self.plateau_wait, self.plateau_cooldown = 0, int(p.get("cooldown", 0))
+
+    def _improves(self, value: float) -> bool:
+        p, best = self.params, self.plateau_best
+        relative = p.get("threshold_mode", "abs") == "rel"
+        margin = abs(best) * p["threshold"] if relative else p["threshold"]
+        return value < best - margin if p.get("mode", "min") == "min" else value > best + margin
 
     def state_dict(self) -> Dict[str, Any]:
         return {"plateau_scale": self.plateau_scale, "plateau_best": self.plateau_best,
-                "plateau_wait": self.plateau_wait}
+                "plateau_wait": self.plateau_wait, "plateau_cooldown": self.plateau_cooldown}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         self.plateau_scale = state.get("plateau_scale", 1.0)
         self.plateau_best = state.get("plateau_best")
         self.plateau_wait = state.get("plateau_wait", 0)
+        self.plateau_cooldown = state.get("plateau_cooldown", 0)
 
 
 def resolved(config):
@@ -191,3 +304,23 @@ def resolved(config):
                    optimizer_params=checked_params(OPTIMIZERS, "optimizer", config.optimizer,
                                                    config.optimizer_params),
                    loss_params=checked_params(LOSSES, "loss", config.loss, config.loss_params))
+
+
+def gradient_changes(params: Dict[str, Any]) -> Dict[str, float]:
+    """What a backend's train step does to the gradients before the optimizer sees them, in
+    this order: clip each element to ``[-clipvalue, clipvalue]`` (0: off), rescale all of them
+    so their global L2 norm is at most ``clipnorm`` (0: off), multiply by ``scale``.
+
+    ``scale`` is ``1 - momentum_dampening_rate`` when the optimizer has momentum (0 < momentum):
+    the momentum buffer then accumulates the damped gradient at every step, on every backend
+    (PyTorch's own ``dampening`` skips the first step; here the first step is damped too).
+    Weight decay, added by the optimizer, is neither clipped nor damped.
+
+    Example:
+        >>> gradient_changes({"momentum": 0.9, "momentum_dampening_rate": 0.1, "clipnorm": 1.0})
+        {'clipvalue': 0.0, 'clipnorm': 1.0, 'scale': 0.9}
+    """
+    damping = float(params.get("momentum_dampening_rate") or 0.0)
+    scale = 1.0 - damping if float(params.get("momentum") or 0.0) > 0 else 1.0
+    return {"clipvalue": float(params.get("clipvalue") or 0.0),
+            "clipnorm": float(params.get("clipnorm") or 0.0), "scale": scale}

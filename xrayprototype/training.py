@@ -109,7 +109,7 @@ class Trainer:
             train = self._train_epoch(epoch)
             val = self._validate(epoch)
             elapsed = time.perf_counter() - started
-            self.schedule.end_epoch(val["loss"])
+            self.schedule.end_epoch(val["loss"], val.get("accuracy"))
             records = self._records(epoch + 1, train, val, elapsed, setup.fields)
             improved = self._update(progress, epoch + 1, records, elapsed, setup.selects_best)
             self.report(f"{epoch + 1:>5} {train['loss']:>10.4f} {train['accuracy']:>9.4f} "
@@ -162,11 +162,18 @@ class Trainer:
             probabilities.append(probs)
             labels.append(batch.labels)
         labels = np.concatenate(labels)
-        metrics = classification_metrics(labels, np.concatenate(probabilities),
-                                         loader.store.records.classes)
+        classes = loader.store.records.classes
+        extra = {}
+        if labels.ndim == 2:            # multi-label: subset accuracy, mean per-label ROC-AUC
+            from .multilabel import multilabel_metrics
+
+            metrics = multilabel_metrics(labels, np.concatenate(probabilities), classes)
+            extra = {"label_accuracy": metrics["label_accuracy"]}
+        else:
+            metrics = classification_metrics(labels, np.concatenate(probabilities), classes)
         return {"loss": float(np.sum(losses) / len(labels)), "accuracy": metrics["accuracy"],
                 "roc_auc": metrics["roc_auc"], "images": int(len(labels)),
-                "seconds": time.perf_counter() - started}
+                "seconds": time.perf_counter() - started, "extra": extra}
 
     def _records(self, epoch: int, train: Dict, val: Dict, elapsed: float,
                  fields: Optional[Dict] = None) -> List[Dict]:
@@ -182,7 +189,8 @@ class Trainer:
                      lr=train["lr"], images=train["images"], seconds=train["seconds"],
                      images_per_s=train["images_per_s"], epoch_seconds=elapsed, **memory),
                 dict(common, split="val", loss=val["loss"], accuracy=val["accuracy"],
-                     roc_auc=val["roc_auc"], images=val["images"], seconds=val["seconds"])]
+                     roc_auc=val["roc_auc"], images=val["images"], seconds=val["seconds"],
+                     **val.get("extra", {}))]
 
     def _update(self, progress: Progress, epoch: int, records: List[Dict], elapsed: float,
                 selects_best: bool = True) -> bool:
@@ -226,11 +234,15 @@ class TrainingRun:
         first = (state.get("training", {}).get("progress") or {}).get("epoch_completed", 0) \
             if self.resume else 0
         experiment.check_readable(self.plan.input_size(first))    # data.checks: no class lost
+        self._check_multi_label()
         if state.pop("decision_threshold", None):
             experiment.supersede_evaluation("its decision threshold was removed when training "
                                             "started again")
             self.report("the decision threshold was chosen for the earlier weights and is "
                         "removed; choose one again with Select_Threshold() after training")
+        if state.pop("label_thresholds", None):
+            self.report("the per-label thresholds were chosen for the earlier weights and are "
+                        "removed (0.5 each); choose them again with Select_Threshold()")
         if state.pop("calibration", None):
             experiment.supersede_evaluation("its temperature was removed when training "
                                             "started again")
@@ -249,6 +261,26 @@ class TrainingRun:
         elif "preprocessing" not in state:
             experiment.resolve_preprocessing()
         experiment.paths.create()
+
+    def _check_multi_label(self) -> None:
+        """Multi-label data trains with sigmoid binary cross-entropy: say so when the loss
+        set is the default softmax one, refuse another single-label loss."""
+        from .multilabel import MULTI_LABEL_LOSSES
+
+        loss = self.config.optim.loss
+        if not self.experiment.multi_label or loss in MULTI_LABEL_LOSSES:
+            return
+        if loss != "softmax_crossentropy" or self.config.optim.loss_params.get(
+                "label_smoothing"):
+            raise ConfigError(
+                f"loss '{loss}' ({self.config.optim.loss_params}) is for one label per image, "
+                f"but this data is multi-label (labels {self.experiment.classes}); multi-label "
+                "data trains with sigmoid binary cross-entropy: call "
+                "loss_sigmoid_binary_crossentropy() (class weights are per-label pos_weight).")
+        self.report("multi-label data: trained with sigmoid binary cross-entropy on multi-hot "
+                    "targets instead of the softmax cross-entropy set (which assumes one label "
+                    "per image); per-epoch accuracy is the subset accuracy (every label right "
+                    "at 0.5), val roc_auc the mean per-label ROC-AUC")
 
     def _model(self) -> None:
         experiment = self.experiment
@@ -331,7 +363,8 @@ class TrainingRun:
         setup = self.epoch_setup(progress.epoch_completed)
         optim = self.config.optim
         schedule = LearningRateSchedule(optim.schedule, optim.learning_rate, optim.schedule_params,
-                                        self.config.train.num_epochs, len(setup.train_loader))
+                                        self.config.train.num_epochs, len(setup.train_loader),
+                                        optim.optimizer_params.get("learning_rate_decay", 0.0))
         if self.resume:
             experiment.load_weights("resume", with_optimizer=True)   # names a damaged file
             schedule.load_state_dict(state["training"].get("schedule", {}))

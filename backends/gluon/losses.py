@@ -6,6 +6,7 @@ from typing import Dict, Optional
 
 import numpy as np
 
+from xrayprototype.losses import GENERIC_LOSSES, batch_loss
 from xrayprototype.optim import LOSSES
 
 from ._compat import import_mxnet
@@ -28,6 +29,7 @@ class ClassificationLoss:
 
     def __init__(self, name: str, params: Dict, class_weights: Optional[np.ndarray], ctx):
         self.name, self.smoothing = name, float(params.get("label_smoothing") or 0.0)
+        self.params = dict(params)
         self.gamma = float(params.get("gamma") or 0.0)
         weights = None if class_weights is None else np.asarray(class_weights, np.float32)
         alpha = params.get("alpha")
@@ -37,6 +39,12 @@ class ClassificationLoss:
         self.weights = None if weights is None else nd.array(np.atleast_1d(weights), ctx=ctx)
 
     def __call__(self, logits, labels):
+        if self.name in GENERIC_LOSSES:
+            return self.generic(logits, labels)
+        return self.builtin(logits, labels) * float(self.params.get("weight", 1.0))
+
+    def builtin(self, logits, labels):
+        """Softmax cross-entropy or focal loss."""
         if labels.ndim == 2:
             return self._soft_targets(logits, labels)
         log_p = nd.log_softmax(logits, axis=1)
@@ -65,3 +73,52 @@ class ClassificationLoss:
             return nd.mean(per_sample)
         weight = nd.dot(targets, nd.broadcast_to(self.weights, (classes,)))
         return nd.sum(per_sample * weight) / nd.sum(weight)
+
+    def generic(self, logits, labels):
+        """Monk's other losses, defined once in ``xrayprototype.losses`` (``MXNET_OPS``)."""
+        classes = logits.shape[1]
+        targets = labels if labels.ndim == 2 else nd.one_hot(labels, classes)
+        weighted = None if self.weights is None else \
+            nd.dot(targets, nd.broadcast_to(self.weights, (classes,)))
+        return batch_loss(MXNET_OPS, self.name, self.params, logits, targets,
+                          weighted_targets=weighted)
+
+
+class MultiLabelLoss:
+    """Multi-label mode: binary cross-entropy of each class's sigmoid on (N, C) multi-hot
+    targets, the mean over images and classes, in the numerically stable form
+    ``max(z, 0) - z t + log(1 + exp(-|z|))``; ``pos_weight`` (one per class) multiplies
+    the positive term ``t log(1 + exp(-z))`` as PyTorch's ``pos_weight`` does."""
+
+    def __init__(self, pos_weight: Optional[np.ndarray], ctx):
+        self.pos_weight = None if pos_weight is None else \
+            nd.array(np.asarray(pos_weight, np.float32)[None, :], ctx=ctx)
+
+    def __call__(self, logits, targets):
+        softplus_neg = nd.relu(-logits) + nd.log1p(nd.exp(-nd.abs(logits)))   # log(1 + e^-z)
+        if self.pos_weight is None:
+            per_element = (1 - targets) * logits + softplus_neg
+        else:
+            per_element = (1 - targets) * logits + \
+                (1 + (self.pos_weight - 1) * targets) * softplus_neg
+        return nd.mean(per_element)
+
+
+class _MXNetOps:
+    """The operations ``xrayprototype.losses`` computes with, on MXNet NDArrays."""
+    log_softmax = staticmethod(lambda z: nd.log_softmax(z, axis=1))
+    softmax = staticmethod(lambda z: nd.softmax(z, axis=1))
+    softplus = staticmethod(lambda x: nd.Activation(x, act_type="softrelu"))
+    relu = staticmethod(nd.relu)
+    abs = staticmethod(nd.abs)
+    exp = staticmethod(nd.exp)
+    log = staticmethod(nd.log)
+    clip_max = staticmethod(lambda x, v: nd.minimum(x, v))
+    row_sum = staticmethod(lambda x: nd.sum(x, axis=1))
+    row_sum_keep = staticmethod(lambda x: nd.sum(x, axis=1, keepdims=True))
+    sub_col = staticmethod(nd.broadcast_sub)
+    mean = staticmethod(nd.mean)
+    sum = staticmethod(nd.sum)
+
+
+MXNET_OPS = _MXNetOps()

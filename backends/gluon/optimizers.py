@@ -1,9 +1,12 @@
 """The core's optimizer names (``xrayprototype.optim.OPTIMIZERS``) mapped onto
 ``mx.optimizer``, and the optimizer state written as an NDArray file (no pickle).
 
-MXNet 1.9.1 has no AdamW, its AdaDelta ignores the learning rate (so no schedule could act on
-it) and its Adamax has no epsilon (NaN weights where a gradient stayed 0); the three small
-optimizers below fill those gaps with the PyTorch semantics.
+MXNet 1.9.1 has no AdamW, no AMSGrad, no non-centered RMSprop with momentum and no Signum
+with L2 weight decay on the momentum path; its AdaDelta ignores the learning rate (so no
+schedule could act on it), its Adamax has no epsilon (NaN weights where a gradient stayed 0)
+and its Nadam shares one momentum product among all parameters; the small optimizers below
+fill those gaps with the PyTorch semantics. Gradient clipping and momentum damping
+(``optim.gradient_changes``) are the backend's train step's.
 
 Example:
     >>> opt = create_optimizer("adam", 1e-3, {"beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8,
@@ -44,11 +47,23 @@ class _Moments(mx.optimizer.Optimizer):
 class XrayAdamW(_Moments):
     """Adam with decoupled weight decay (Loshchilov & Hutter), as ``torch.optim.AdamW``."""
 
+    def __init__(self, amsgrad=False, **kwargs):
+        super().__init__(**kwargs)
+        self.amsgrad = amsgrad
+
+    def create_state(self, index, weight):
+        extra = (nd.zeros(weight.shape, weight.context, dtype=weight.dtype),) \
+            if self.amsgrad else ()
+        return super().create_state(index, weight) + extra
+
     def update(self, index, weight, grad, state):
         lr, wd, t, grad = self._start(index, weight, grad, coupled_decay=False)
-        mean, var = state
+        mean, var = state[:2]
         mean[:] = self.beta1 * mean + (1 - self.beta1) * grad
         var[:] = self.beta2 * var + (1 - self.beta2) * grad * grad
+        if self.amsgrad:
+            state[2][:] = nd.maximum(state[2], var)
+            var = state[2]
         denominator = nd.sqrt(var / (1 - self.beta2 ** t)) + self.epsilon
         weight[:] = weight * (1 - lr * wd) - lr / (1 - self.beta1 ** t) * mean / denominator
 
@@ -83,31 +98,125 @@ class XrayAdaDelta(mx.optimizer.AdaDelta):
         weight[:] -= lr * delta
 
 
+@mx.optimizer.register
+class XrayAdam(_Moments):
+    """Adam with ``amsgrad`` (the running maximum of the second moment, as ``torch.optim.Adam``);
+    MXNet 1.9.1's Adam has no AMSGrad. Used when ``amsgrad`` is True."""
+
+    def create_state(self, index, weight):
+        return super().create_state(index, weight) + (
+            nd.zeros(weight.shape, weight.context, dtype=weight.dtype),)
+
+    def update(self, index, weight, grad, state):
+        lr, _, t, grad = self._start(index, weight, grad, coupled_decay=True)
+        mean, var, peak = state
+        mean[:] = self.beta1 * mean + (1 - self.beta1) * grad
+        var[:] = self.beta2 * var + (1 - self.beta2) * grad * grad
+        peak[:] = nd.maximum(peak, var)
+        denominator = nd.sqrt(peak / (1 - self.beta2 ** t)) + self.epsilon
+        weight[:] -= lr / (1 - self.beta1 ** t) * mean / denominator
+
+
+@mx.optimizer.register
+class XrayRMSProp(_Moments):
+    """RMSprop with momentum, not centered, as ``torch.optim.RMSprop`` (MXNet's has momentum
+    only in its centered variant): ``v = rho v + (1 - rho) g^2``, ``b = m b + g / (sqrt(v) +
+    eps)``, ``w -= lr b``."""
+
+    def __init__(self, rho=0.99, momentum=0.0, epsilon=1e-8, **kwargs):
+        super().__init__(epsilon=epsilon, **kwargs)
+        self.rho, self.momentum = rho, momentum
+
+    def update(self, index, weight, grad, state):
+        lr, _, _, grad = self._start(index, weight, grad, coupled_decay=True)
+        square, buffer = state
+        square[:] = self.rho * square + (1 - self.rho) * grad * grad
+        step = grad / (nd.sqrt(square) + self.epsilon)
+        if self.momentum:
+            buffer[:] = self.momentum * buffer + step
+            step = buffer
+        weight[:] -= lr * step
+
+
+@mx.optimizer.register
+class XrayNadam(_Moments):
+    """Nadam as ``torch.optim.NAdam`` (momentum schedule ``mu_t = beta1 (1 - 0.5 *
+    0.96^(t psi))``, ``psi = momentum_decay``), the product of the ``mu`` kept per parameter
+    (MXNet 1.9.1's Nadam keeps one for all parameters, so it decays with their number)."""
+
+    def __init__(self, momentum_decay=0.004, **kwargs):
+        super().__init__(**kwargs)
+        self.momentum_decay, self._products = momentum_decay, [1.0]
+
+    def _mu(self, t: int) -> float:
+        return self.beta1 * (1 - 0.5 * 0.96 ** (t * self.momentum_decay))
+
+    def _product(self, t: int) -> float:
+        """``mu_1 ... mu_t``: a function of the step count alone (restored on resume)."""
+        while len(self._products) <= t:
+            self._products.append(self._products[-1] * self._mu(len(self._products)))
+        return self._products[t]
+
+    def update(self, index, weight, grad, state):
+        lr, _, t, grad = self._start(index, weight, grad, coupled_decay=True)
+        mean, var = state
+        mu, mu_next, product = self._mu(t), self._mu(t + 1), self._product(t)
+        mean[:] = self.beta1 * mean + (1 - self.beta1) * grad
+        var[:] = self.beta2 * var + (1 - self.beta2) * grad * grad
+        denominator = nd.sqrt(var / (1 - self.beta2 ** t)) + self.epsilon
+        weight[:] -= lr * ((1 - mu) / (1 - product) * grad +
+                           mu_next / (1 - product * mu_next) * mean) / denominator
+
+
+@mx.optimizer.register
+class XraySignum(mx.optimizer.Optimizer):
+    """signSGD / Signum as the PyTorch backend's ``Signum``: ``w -= lr sign(m)``, ``m`` the
+    running mean of ``g + wd w`` (``momentum`` > 0) or that gradient itself."""
+
+    def __init__(self, momentum=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.momentum = momentum
+
+    def create_state(self, index, weight):
+        return nd.zeros(weight.shape, weight.context, dtype=weight.dtype) if self.momentum \
+            else None
+
+    def update(self, index, weight, grad, state):
+        self._update_count(index)
+        lr, wd = self._get_lr(index), self._get_wd(index)
+        grad = grad * self.rescale_grad + wd * weight
+        if state is not None:
+            state[:] = self.momentum * state + (1 - self.momentum) * grad
+            grad = state
+        weight[:] -= lr * nd.sign(grad)
+
+
 #: neutral optimizer name -> mx.optimizer registry name
-OPTIMIZER_NAMES = {"sgd": "sgd", "nesterov_sgd": "nag", "rmsprop": "rmsprop", "adam": "adam",
-                   "adamw": "xrayadamw", "adamax": "xrayadamax", "adagrad": "adagrad",
-                   "adadelta": "xrayadadelta"}
+OPTIMIZER_NAMES = {"sgd": "sgd", "nesterov_sgd": "nag", "rmsprop": "xrayrmsprop",
+                   "momentum_rmsprop": "xrayrmsprop", "adam": "adam", "adamw": "xrayadamw",
+                   "adamax": "xrayadamax", "nesterov_adam": "xraynadam", "adagrad": "adagrad",
+                   "adadelta": "xrayadadelta", "signum": "xraysignum"}
 
 
 def _arguments(name: str, p: Dict) -> Dict:
     """Neutral parameter names -> the mx.optimizer constructor's."""
     wd = {"wd": p["weight_decay"]}
-    if name == "rmsprop" and p["momentum"]:
-        raise ConfigError("the gluon backend's rmsprop (mx.optimizer.RMSProp, not centered) has "
-                          f"no momentum; got momentum={p['momentum']}. Use momentum=0, or the "
-                          "optimizers sgd / nesterov_sgd for momentum.")
-    if name == "adam" and p["amsgrad"]:
-        raise ConfigError("mx.optimizer.Adam (MXNet 1.9.1) has no amsgrad; use amsgrad=False "
-                          "with backend 'gluon', or backend 'pytorch'.")
     betas = {"beta1": p.get("beta1"), "beta2": p.get("beta2")}
+    rmsprop = lambda: dict(rho=p["decay_rate"], momentum=p["momentum"],  # noqa: E731
+                           epsilon=p["epsilon"], **wd)
     return {"sgd": lambda: dict(momentum=p["momentum"], **wd),
             "nesterov_sgd": lambda: dict(momentum=p["momentum"], **wd),
-            "rmsprop": lambda: dict(gamma1=p["decay_rate"], epsilon=p["epsilon"], **wd),
-            "adam": lambda: dict(epsilon=p["epsilon"], lazy_update=False, **betas, **wd),
-            "adamw": lambda: dict(epsilon=p["epsilon"], **betas, **wd),
+            "rmsprop": rmsprop, "momentum_rmsprop": rmsprop,
+            "adam": lambda: dict(epsilon=p["epsilon"], **betas, **wd,
+                                 **({} if p["amsgrad"] else {"lazy_update": False})),
+            "adamw": lambda: dict(epsilon=p["epsilon"], amsgrad=p.get("amsgrad", False),
+                                  **betas, **wd),
             "adamax": lambda: dict(epsilon=p["epsilon"], **betas, **wd),
+            "nesterov_adam": lambda: dict(epsilon=p["epsilon"],
+                                          momentum_decay=p["momentum_decay"], **betas, **wd),
             "adagrad": lambda: dict(eps=p["epsilon"], **wd),
-            "adadelta": lambda: dict(rho=p["rho"], epsilon=p["epsilon"], **wd)}[name]()
+            "adadelta": lambda: dict(rho=p["rho"], epsilon=p["epsilon"], **wd),
+            "signum": lambda: dict(momentum=p["momentum"], **wd)}[name]()
 
 
 def create_optimizer(name: str, learning_rate: float, params: Dict) -> mx.optimizer.Optimizer:
@@ -115,7 +224,8 @@ def create_optimizer(name: str, learning_rate: float, params: Dict) -> mx.optimi
     if name not in OPTIMIZER_NAMES:
         raise ConfigError(f"optimizer '{name}' is not supported by the gluon backend; it "
                           f"supports {', '.join(OPTIMIZER_NAMES)}.")
-    return mx.optimizer.create(OPTIMIZER_NAMES[name], learning_rate=learning_rate,
+    registered = "xrayadam" if name == "adam" and params["amsgrad"] else OPTIMIZER_NAMES[name]
+    return mx.optimizer.create(registered, learning_rate=learning_rate,
                                **_arguments(name, params))
 
 

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from xrayprototype.losses import GENERIC_LOSSES, batch_loss
 from xrayprototype.optim import LOSSES
 
 #: the loss names this backend computes (all of the core's)
@@ -26,6 +27,7 @@ class ClassificationLoss(nn.Module):
     def __init__(self, name: str, params: Dict, class_weights: Optional[torch.Tensor]):
         super().__init__()
         self.name, self.smoothing = name, float(params.get("label_smoothing") or 0.0)
+        self.params = dict(params)
         self.gamma = float(params.get("gamma") or 0.0)
         alpha = params.get("alpha")
         weights = class_weights
@@ -35,6 +37,12 @@ class ClassificationLoss(nn.Module):
         self.register_buffer("weights", weights if weights is not None else None)
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.name in GENERIC_LOSSES:
+            return self.generic(logits, labels)
+        return self.builtin(logits, labels) * float(self.params.get("weight", 1.0))
+
+    def builtin(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Softmax cross-entropy or focal loss."""
         if labels.dim() == 2:
             return self.soft_targets(logits, labels)
         if self.name == "softmax_crossentropy":
@@ -62,3 +70,45 @@ class ClassificationLoss(nn.Module):
             return per_sample.mean()
         weight = targets @ self.weights.expand(classes)
         return (per_sample * weight).sum() / weight.sum()
+
+    def generic(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Monk's other losses, defined once in ``xrayprototype.losses`` (``TORCH_OPS``)."""
+        targets = labels.float() if labels.dim() == 2 else \
+            F.one_hot(labels.long(), logits.shape[1]).float()
+        weighted = None if self.weights is None else targets @ self.weights.expand(logits.shape[1])
+        return batch_loss(TORCH_OPS, self.name, self.params, logits.float(), targets,
+                          weighted_targets=weighted)
+
+
+class MultiLabelLoss(nn.Module):
+    """Multi-label mode: binary cross-entropy of each class's sigmoid on float (N, C)
+    multi-hot targets, the mean over images and classes; ``pos_weight`` (one per class)
+    weighs the positive term of each class (``BCEWithLogitsLoss(pos_weight=...)``)."""
+
+    def __init__(self, pos_weight: Optional[torch.Tensor] = None):
+        super().__init__()
+        self.register_buffer("pos_weight", pos_weight)
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype),
+                                                  pos_weight=self.pos_weight)
+
+
+class _TorchOps:
+    """The operations ``xrayprototype.losses`` computes with, on torch tensors."""
+    log_softmax = staticmethod(lambda z: F.log_softmax(z, dim=1))
+    softmax = staticmethod(lambda z: F.softmax(z, dim=1))
+    softplus = staticmethod(F.softplus)
+    relu = staticmethod(torch.relu)
+    abs = staticmethod(torch.abs)
+    exp = staticmethod(torch.exp)
+    log = staticmethod(torch.log)
+    clip_max = staticmethod(lambda x, v: torch.clamp(x, max=v))
+    row_sum = staticmethod(lambda x: x.sum(dim=1))
+    row_sum_keep = staticmethod(lambda x: x.sum(dim=1, keepdim=True))
+    sub_col = staticmethod(lambda x, col: x - col)
+    mean = staticmethod(torch.mean)
+    sum = staticmethod(torch.sum)
+
+
+TORCH_OPS = _TorchOps()

@@ -1,7 +1,8 @@
 """The core's optimizer names (``xrayprototype.optim.OPTIMIZERS``) mapped onto ``torch.optim``.
 
 Weight decay is the L2 term that ``torch.optim`` adds to the gradients, except for ``adamw``
-(decoupled). Parameter names are the core's (``beta1``, ``decay_rate``...), resolved with
+(decoupled). Gradient clipping and momentum damping (``optim.gradient_changes``) are applied
+by the backend's train step, Adagrad's ``learning_rate_decay`` by the core's schedule. Parameter names are the core's (``beta1``, ``decay_rate``...), resolved with
 every default by ``xrayprototype.optim.resolved``.
 
 Example:
@@ -32,12 +33,22 @@ def create_optimizer(name: str, learning_rate: float, params: Dict,
         "rmsprop": lambda: torch.optim.RMSprop(parameters, lr, alpha=p["decay_rate"],
                                                eps=p["epsilon"], momentum=p["momentum"],
                                                weight_decay=p["weight_decay"]),
+        "momentum_rmsprop": lambda: torch.optim.RMSprop(
+            parameters, lr, alpha=p["decay_rate"], eps=p["epsilon"], momentum=p["momentum"],
+            weight_decay=p["weight_decay"]),
         "adam": lambda: torch.optim.Adam(parameters, lr, betas=betas, eps=p["epsilon"],
                                          weight_decay=p["weight_decay"], amsgrad=p["amsgrad"]),
         "adamw": lambda: torch.optim.AdamW(parameters, lr, betas=betas, eps=p["epsilon"],
-                                           weight_decay=p["weight_decay"]),
+                                           weight_decay=p["weight_decay"],
+                                           amsgrad=p.get("amsgrad", False)),
+        "nesterov_adam": lambda: torch.optim.NAdam(parameters, lr, betas=betas, eps=p["epsilon"],
+                                                   weight_decay=p["weight_decay"],
+                                                   momentum_decay=p["momentum_decay"]),
+        "signum": lambda: Signum(parameters, lr, momentum=p["momentum"],
+                                 weight_decay=p["weight_decay"]),
         "adamax": lambda: torch.optim.Adamax(parameters, lr, betas=betas, eps=p["epsilon"],
                                              weight_decay=p["weight_decay"]),
+        # learning_rate_decay is the core's (optim.LearningRateSchedule), on every backend
         "adagrad": lambda: torch.optim.Adagrad(parameters, lr, eps=p["epsilon"],
                                                weight_decay=p["weight_decay"]),
         "adadelta": lambda: torch.optim.Adadelta(parameters, lr, rho=p["rho"], eps=p["epsilon"],
@@ -46,3 +57,28 @@ def create_optimizer(name: str, learning_rate: float, params: Dict,
     if name not in builders:
         raise unknown_name("optimizer", name, builders, "backend 'pytorch'")
     return builders[name]()
+
+
+class Signum(torch.optim.Optimizer):
+    """signSGD / Signum (Bernstein et al. 2018), as MXNet's ``Signum``: the step is the sign of
+    the gradient (``momentum`` 0) or of its running mean ``m = momentum m + (1 - momentum) g``,
+    ``g`` including the L2 term ``weight_decay * w``."""
+
+    def __init__(self, params, lr: float, momentum: float = 0.0, weight_decay: float = 0.0):
+        super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay})
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                grad = param.grad + group["weight_decay"] * param
+                if group["momentum"] > 0:
+                    state = self.state[param]
+                    if "momentum_buffer" not in state:
+                        state["momentum_buffer"] = torch.zeros_like(param)
+                    buffer = state["momentum_buffer"]
+                    buffer.mul_(group["momentum"]).add_(grad, alpha=1 - group["momentum"])
+                    grad = buffer
+                param.add_(torch.sign(grad), alpha=-group["lr"])
