@@ -348,8 +348,8 @@ def test_monk_test_transforms_become_the_same_pixel_scaling(library, transforms,
     from xrayprototype.data import Normalizer
     from xrayprototype.monk_workspace import monk_library, monk_preprocessing
 
-    system = {"library": library, "dataset": {"params": {"input_size": SIZE},
-                                               "transforms": {"test": transforms}}}
+    dataset = {"params": {"input_size": SIZE}, "transforms": {"test": transforms}}
+    system = {"library": library, "dataset": dataset}
     saved = monk_preprocessing(system, monk_library(system, "x"), "x")
     batch = np.full((1, 2, 2, 3), pixel, dtype=np.uint8)
     np.testing.assert_allclose(Normalizer(saved["mean"], saved["std"])(batch), expected,

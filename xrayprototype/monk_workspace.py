@@ -183,7 +183,9 @@ def converted_state(system: Dict, paths: ExperimentPaths, source: Path) -> Tuple
     preprocessing = monk_preprocessing(system, library, source)
     config = ExperimentConfig(
         data=DataConfig(input_size=preprocessing["input_size"],
-                        batch_size=int(data_params.get("batch_size") or 4)),
+                        batch_size=int(data_params.get("batch_size") or 4),
+                        normalization="custom", normalization_mean=preprocessing["mean"],
+                        normalization_std=preprocessing["std"]),
         model=ModelConfig(model_name=str(params.get("model_name") or "monk-custom"),
                           use_pretrained=False, use_gpu=bool(params.get("use_gpu"))))
     state = st.new_state(paths.project, paths.experiment, library.backend)
