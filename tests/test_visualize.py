@@ -86,6 +86,8 @@ out["maps_b"] = snap("b", gtf.Visualize_Feature_Maps({image_b!r}, layers=[first]
 
 served = gtf.Visualize_With_Netron(data_shape=(3, 32, 32))
 out["netron"] = {{"url": served["url"], "file": served["file"]}}
+# a notebook cell run again: the same port serves the new export
+served = gtf.Visualize_With_Netron(data_shape=(3, 32, 32), port=served["address"][1])
 name = os.path.basename(served["file"])
 with urllib.request.urlopen(served["url"], timeout=30) as response:
     out["netron"]["status"] = response.status

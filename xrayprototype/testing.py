@@ -38,6 +38,7 @@ from ._backend_checks import (
 from ._explain_checks import (check_layer_gradients_are_the_class_scores,
                               check_layer_gradients_of_a_named_layer,
                               check_penultimate_features_feed_the_head, check_spatial_layers)
+from ._visualize_checks import check_conv_kernels_and_feature_maps, check_export_model
 from .backend import Backend, Capabilities
 from .config import ModelConfig, OptimConfig
 from .errors import ConfigError
@@ -281,6 +282,9 @@ CHECKS: Tuple[Check, ...] = (
           needs="explanations"),
     Check("penultimate_features_feed_the_head", check_penultimate_features_feed_the_head,
           needs="explanations"),
+    Check("conv_kernels_and_feature_maps", check_conv_kernels_and_feature_maps,
+          needs="visualization"),
+    Check("export_model", check_export_model, folder=True, needs="visualization"),
     Check("declared_models", check_declared_models),
 )
 CHECK_NAMES: Tuple[str, ...] = tuple(check.name for check in CHECKS)

@@ -17,6 +17,7 @@ Example:
 import logging
 import math
 import re
+import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 
@@ -206,9 +207,20 @@ def export_for_netron(experiment, data_shape: Optional[Sequence[int]] = None) ->
     return Path(backend.export_model(folder / "model", (channels, height, width)))
 
 
+def _stop_own_server(netron, address, wait_s: float = 5.0) -> None:
+    """Stop this process's netron server at ``address`` and wait until its port is free."""
+    if not netron.status(address):
+        return
+    netron.stop(address)
+    deadline = time.monotonic() + wait_s
+    while netron.status(address) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def serve_with_netron(file: Path, port: Optional[int] = None, browse: bool = False) -> Dict:
     """Serve ``file`` with the netron package on ``NETRON_HOST`` (``port`` None: netron's
-    first free port of 8080, 8081, ...); returns ``{"url", "address"}``. Stop it with
+    first free port of 8080, 8081, ...; this process's own server on ``port`` is replaced);
+    returns ``{"url", "address"}``. Stop it with
     ``netron.stop(address)``."""
     try:
         import netron
@@ -217,6 +229,8 @@ def serve_with_netron(file: Path, port: Optional[int] = None, browse: bool = Fal
             f"Visualize_With_Netron needs the netron package, which is not installed; install "
             f"it with: {NETRON_INSTALL}. The exported model is at {file} (any Netron, e.g. "
             "https://netron.app, opens it).") from err
+    if port is not None:
+        _stop_own_server(netron, (NETRON_HOST, port))   # a notebook cell run again
     root = logging.getLogger()
     quiet = logging.NullHandler()     # netron would otherwise configure the root logger
     root.addHandler(quiet)
