@@ -11,7 +11,7 @@ import numpy as np
 from . import state as st
 from .data import ImageRecords, load_train_val
 from .data.checks import UnreadableDataError, check_readable
-from .errors import ExperimentError, XrayPrototypeError
+from .errors import ConfigError, ExperimentError, XrayPrototypeError
 from .writer_lock import writes_experiment
 
 
@@ -19,12 +19,17 @@ from .writer_lock import writes_experiment
 SPLIT_NAMES = {"eval": "evaluation", "val": "validation", "train": "training"}
 #: what a result of ``infer`` holds for a file that could not be decoded
 SKIPPED_RESULT = {"predicted_class": None, "score": None, "probabilities": {}}
+SKIPPED_MULTI_LABEL = {"predicted_classes": None, "scores": None, "probabilities": {}}
 
 
 def describe_result(result: Dict) -> str:
     """The line printed for one result of ``infer``."""
     if result.get("skipped"):
         return f"{result['img_name']}: skipped, unreadable ({result['skipped']})"
+    if "predicted_classes" in result:
+        found = ", ".join(f"{c} ({p:.3f})" for c, p in zip(result["predicted_classes"],
+                                                          result["scores"]))
+        return f"{result['img_name']}: {found or 'no label above its threshold'}"
     return f"{result['img_name']}: {result['predicted_class']} ({result['score']:.3f})"
 
 
@@ -69,6 +74,8 @@ class Predictions:
 
         self.ready_for_prediction()
         records = self.eval_records
+        if self.multi_label:
+            return self._evaluate_multi_label(records, tta)
         started = time.perf_counter()
         raw, labels, indices = self.predict_records("eval", records, tta=tta, calibrated=False)
         probabilities = apply_temperature(raw, self.temperature)
@@ -88,6 +95,26 @@ class Predictions:
         if "latency_ms_per_image" not in self.state.get("model", {}):
             self.measure_latency()
         self.save_state(when_locked="skip")      # a reader while another process writes
+        return metrics
+
+    def _evaluate_multi_label(self, records: ImageRecords, tta: bool = False) -> Dict:
+        """``evaluate`` of a multi-label model: per-label figures at each label's threshold
+        (``multilabel.evaluate_multilabel``), saved in the state like the others."""
+        from .multilabel import evaluate_multilabel, threshold_vector
+
+        started = time.perf_counter()
+        probabilities, targets, indices = self.predict_records("eval", records, tta=tta)
+        seconds = time.perf_counter() - started
+        decision = self.label_thresholds
+        metrics = evaluate_multilabel(probabilities, targets, [records.paths[i] for i in indices],
+                                      self.classes, self.paths.logs,
+                                      threshold_vector(self.classes, decision), decision, tta)
+        metrics.update(dataset=records.origin, seconds=seconds,
+                       skipped_files=self.stores.skipped("eval"),
+                       model_best_epoch=self.state.get("summary", {}).get("best_epoch"))
+        self.state["evaluation"] = metrics
+        self.state.pop("previous_evaluation", None)
+        self.save_state(when_locked="skip")
         return metrics
 
     def predict_files(self, files: List[str], tta: bool = False, on_corrupt: str = "error",
@@ -112,20 +139,36 @@ class Predictions:
         return rows
 
     def infer(self, img_name: Optional[str] = None, img_dir: Optional[str] = None,
-              tta: bool = False, return_raw: bool = False) -> List[Dict]:
+              tta: bool = False, return_raw: bool = False,
+              img_thresh: Optional[float] = None) -> List[Dict]:
         """One result dict per image (``evaluation.prediction_result``) of one file or of a
         folder's images, sorted by name, with the best model and the decision threshold.
 
         One image that cannot be decoded raises CorruptImageError naming it; in a folder
         (``img_dir``) an unreadable file does not stop the others: its result is
         ``{"img_name", "predicted_class": None, "score": None, "probabilities": {},
-        "skipped": reason}`` and a warning names it."""
-        from .evaluation import image_files, prediction_result
+        "skipped": reason}`` and a warning names it.
 
+        A multi-label model gives ``multilabel.multilabel_result`` instead, with the labels'
+        thresholds, or ``img_thresh`` for every label when given."""
+        from .evaluation import image_files, prediction_result
+        from .multilabel import multilabel_result, threshold_vector
+
+        if img_thresh is not None and not self.multi_label:
+            raise ConfigError(f"img_thresh applies to multi-label models (several labels per "
+                              f"image); this model predicts one of {self.classes}. Set a "
+                              "two-class threshold with update_decision_threshold() or "
+                              "Select_Threshold().")
+        thresholds = threshold_vector(self.classes, self.label_thresholds, img_thresh) \
+            if self.multi_label else None
         files = [str(f) for f in image_files(img_name, img_dir)]
         skipped: Dict[str, str] = {}
         probabilities = self.predict_files(files, tta=tta, skipped=skipped,
                                            on_corrupt="error" if img_dir is None else "skip")
+        if thresholds is not None:
+            return [dict(SKIPPED_MULTI_LABEL, img_name=f, skipped=skipped[f]) if f in skipped
+                    else multilabel_result(f, p, self.classes, thresholds, return_raw)
+                    for f, p in zip(files, probabilities)]
         return [dict(SKIPPED_RESULT, img_name=f, skipped=skipped[f]) if f in skipped else
                 prediction_result(f, p, self.classes, self.decision_threshold, return_raw,
                                   self.temperature) for f, p in zip(files, probabilities)]
@@ -143,6 +186,34 @@ class Predictions:
         return model
 
     # ----------------------------------------------------------------- decision threshold
+    @property
+    def label_thresholds(self) -> Optional[Dict]:
+        """A multi-label model's per-label thresholds record, or None (0.5 each)."""
+        return self.state.get("label_thresholds") or None
+
+    def set_label_thresholds(self, record: Optional[Dict]) -> None:
+        """Keep (or with None remove) a ``multilabel`` thresholds record in the state."""
+        if record is None:
+            self.state.pop("label_thresholds", None)
+        else:
+            self.state["label_thresholds"] = record
+        self.save_state()
+
+    @writes_experiment("Select_Threshold")
+    def select_label_thresholds(self, method: str = "youden", target: Optional[float] = 0.95,
+                                tta: bool = False) -> Dict:
+        """Choose each label's threshold of a multi-label model on the validation split
+        (``multilabel.choose_label_thresholds``), store and return the record."""
+        from .multilabel import choose_label_thresholds
+
+        self.ready_for_prediction()
+        records = self.validation_records()
+        probabilities, targets, _ = self.predict_records("val", records, tta=tta)
+        record = choose_label_thresholds(targets, probabilities, self.classes, method, target,
+                                         tta)
+        self.set_label_thresholds(record)
+        return record
+
     @property
     def decision_threshold(self) -> Optional[Dict]:
         """The two-class decision threshold in use, or None (the most probable class)."""
@@ -219,6 +290,11 @@ class Predictions:
         ``reset`` removes the temperature instead. Returns the calibration record or None."""
         from .calibration import temperature_record
 
+        if self.multi_label:
+            raise ExperimentError("Calibrate fits one softmax temperature, which does not "
+                                  "apply to a multi-label model's independent sigmoid outputs;"
+                                  " choose per-label thresholds with Select_Threshold() "
+                                  "instead.")
         self.ready_for_prediction()
         if reset:
             self.state.pop("calibration", None)

@@ -44,7 +44,7 @@ def mixup_batch(images: np.ndarray, labels: np.ndarray, num_classes: int, alpha:
     lam = float(rng.beta(alpha, alpha))
     partner = rng.permutation(len(labels))
     mixed = lam * images + (1.0 - lam) * images[partner]
-    one_hot = np.eye(num_classes, dtype=np.float32)[labels]
+    one_hot = labels if np.ndim(labels) == 2 else np.eye(num_classes, dtype=np.float32)[labels]
     targets = lam * one_hot + (1.0 - lam) * one_hot[partner]
     return mixed.astype(np.float32, copy=False), targets.astype(np.float32), lam
 

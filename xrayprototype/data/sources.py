@@ -28,6 +28,10 @@ class ImageRecords:
 
     Images are files at ``paths``, or, when ``pixels`` is given (an in-memory array such as
     an npz split), its row ``i``; ``paths`` then only name the rows (``file.npz:test/17``).
+
+    Multi-label records also hold ``targets``, float32 (N, classes) multi-hot rows (what the
+    model learns); ``labels[i]`` is then the rarest of image ``i``'s labels, which the split
+    stratifies on and sampling balances.
     """
     paths: List[str]
     labels: np.ndarray
@@ -35,9 +39,12 @@ class ImageRecords:
     groups: List[str] = field(default_factory=list)
     origin: str = ""
     pixels: Optional[np.ndarray] = None
+    targets: Optional[np.ndarray] = None
 
     def __post_init__(self):
         self.labels = np.asarray(self.labels, dtype=np.int64)
+        if self.targets is not None:
+            self.targets = np.asarray(self.targets, dtype=np.float32)
         if not self.groups:
             self.groups = list(self.paths)
         if self.pixels is not None and len(self.pixels) != len(self.paths):
@@ -51,18 +58,31 @@ class ImageRecords:
         indices = np.asarray(indices, dtype=np.int64)
         return ImageRecords([self.paths[i] for i in indices], self.labels[indices],
                             list(self.classes), [self.groups[i] for i in indices], self.origin,
-                            None if self.pixels is None else self.pixels[indices])
+                            None if self.pixels is None else self.pixels[indices],
+                            None if self.targets is None else self.targets[indices])
 
     def concatenate(self, other: "ImageRecords") -> "ImageRecords":
         """These records followed by ``other``'s (same classes; both files or both in memory)."""
         if (self.pixels is None) != (other.pixels is None):
             raise DatasetError("cannot join records of image files with in-memory records.")
         pixels = None if self.pixels is None else np.concatenate([self.pixels, other.pixels])
+        targets = None if self.targets is None and other.targets is None else \
+            np.concatenate([self.multi_hot(), other.multi_hot()])
         return ImageRecords(self.paths + other.paths,
                             np.concatenate([self.labels, other.labels]), list(self.classes),
-                            self.groups + other.groups, self.origin, pixels)
+                            self.groups + other.groups, self.origin, pixels, targets)
+
+    def multi_hot(self) -> np.ndarray:
+        """float32 (N, classes): ``targets``, or the one-hot rows of single labels."""
+        if self.targets is not None:
+            return self.targets
+        return np.eye(len(self.classes), dtype=np.float32)[self.labels]
 
     def class_counts(self) -> dict:
+        """Images per class; for multi-label records, images carrying each label."""
+        if self.targets is not None:
+            counts = self.targets.sum(axis=0).astype(np.int64)
+            return {name: int(n) for name, n in zip(self.classes, counts)}
         counts = np.bincount(self.labels, minlength=len(self.classes))
         return {name: int(n) for name, n in zip(self.classes, counts)}
 
@@ -154,10 +174,16 @@ def read_csv_labels(csv_path: Union[str, Path], image_dir: Union[str, Path],
                     delimiter: str = ",", classes: Optional[Sequence[str]] = None,
                     group_pattern: Optional[str] = None,
                     group_column: Optional[str] = None, file_column: Optional[str] = None,
-                    label_column: Optional[str] = None) -> ImageRecords:
+                    label_column: Optional[str] = None, multi_label: Optional[bool] = None,
+                    label_delimiter: str = " ") -> ImageRecords:
     """Read a CSV of image file names (relative to ``image_dir``) and labels: the columns
     named ``file_column`` and ``label_column``, by default the first and the second; an
     optional ``group_column`` names the patient. Errors say which column was read as what.
+
+    A label cell may hold several labels separated by ``label_delimiter`` (Monk's multi-label
+    CSVs: ``img.jpg,Atelectasis Effusion``): with ``multi_label`` None the CSV is read as
+    multi-label when any cell does, with True always, with False never (such a cell is then
+    one label); see ``split_label_cells``.
 
     Example:
         >>> read_csv_labels("labels.csv", "covid", file_column="filename",
@@ -192,6 +218,10 @@ def read_csv_labels(csv_path: Union[str, Path], image_dir: Union[str, Path],
                            f"missing from {folder}: {', '.join(missing[:5])}"
                            f"{' ...' if len(missing) > 5 else ''} ({read_as}); fix the CSV or "
                            "the folder, or name the columns with file_column= / label_column=.")
+    groups = _csv_groups(table, group_column, paths, group_pattern, csv_file.name)
+    label_sets = split_label_cells(list(table[label_col]), multi_label, label_delimiter)
+    if label_sets is not None:
+        return multi_label_records(paths, label_sets, classes, groups, str(csv_file), read_as)
     found = sorted(set(table[label_col]))
     classes = list(classes) if classes is not None else found
     unknown = [c for c in found if c not in classes]
@@ -208,16 +238,64 @@ def read_csv_labels(csv_path: Union[str, Path], image_dir: Union[str, Path],
                            "looks like an identifier, not a class. Name the label column "
                            "with label_column= (and the patient column with group_column=).")
     labels = [classes.index(label) for label in table[label_col]]
-    if group_column:
-        if group_column not in table.columns:
-            close = difflib.get_close_matches(group_column, list(table.columns), n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise DatasetError(f"group column '{group_column}' is not in {csv_file.name}{hint};"
-                               f" its columns are {list(table.columns)}.")
-        groups = list(table[group_column])
-    else:
-        groups = patient_groups(paths, group_pattern)
     return ImageRecords(paths, np.array(labels), classes, groups, origin=str(csv_file))
+
+
+def _csv_groups(table, group_column: Optional[str], paths: List[str],
+                group_pattern: Optional[str], csv_name: str) -> List[str]:
+    """The patient of each row: ``group_column``'s value, else from the file name."""
+    if not group_column:
+        return patient_groups(paths, group_pattern)
+    if group_column not in table.columns:
+        close = difflib.get_close_matches(group_column, list(table.columns), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise DatasetError(f"group column '{group_column}' is not in {csv_name}{hint};"
+                           f" its columns are {list(table.columns)}.")
+    return list(table[group_column])
+
+
+def split_label_cells(cells: Sequence[str], multi_label: Optional[bool],
+                      delimiter: str = " ") -> Optional[List[List[str]]]:
+    """Each cell's labels (split on ``delimiter``, blanks and repeats dropped), or None when
+    the CSV is single-label: ``multi_label`` False, or None (auto) and no cell has more than
+    one label.
+
+    Example:
+        >>> split_label_cells(["Effusion", "Atelectasis Effusion"], None)
+        [['Effusion'], ['Atelectasis', 'Effusion']]
+        >>> split_label_cells(["NORMAL", "PNEUMONIA"], None) is None
+        True
+    """
+    if multi_label is False:
+        return None
+    sets = [sorted(set(p.strip() for p in str(cell).split(delimiter) if p.strip()))
+            for cell in cells]
+    if multi_label is None and not any(len(labels) > 1 for labels in sets):
+        return None
+    return sets
+
+
+def multi_label_records(paths: List[str], label_sets: List[List[str]],
+                        classes: Optional[Sequence[str]], groups: List[str], origin: str,
+                        read_as: str = "") -> ImageRecords:
+    """Multi-label records: multi-hot ``targets`` over ``classes`` (default the sorted union
+    of the labels), ``labels`` the rarest label of each image (for stratified splits)."""
+    found = sorted(set(label for labels in label_sets for label in labels))
+    classes = list(classes) if classes is not None else found
+    unknown = [c for c in found if c not in classes]
+    if unknown:
+        raise DatasetError(f"{Path(origin).name} has labels {unknown[:10]}"
+                           f"{' ...' if len(unknown) > 10 else ''} the model was not trained "
+                           f"on; its labels are {classes} ({read_as}).")
+    if len(classes) < 2:
+        raise DatasetError(f"{Path(origin).name} has only one label ({found}); a multi-label "
+                           f"model needs at least two ({read_as}).")
+    targets = np.zeros((len(paths), len(classes)), dtype=np.float32)
+    for row, labels in enumerate(label_sets):
+        targets[row, [classes.index(label) for label in labels]] = 1.0
+    frequency = targets.sum(axis=0)
+    rarest = np.where(targets > 0, frequency[None, :], np.inf).argmin(axis=1)
+    return ImageRecords(paths, rarest, classes, groups, origin=origin, targets=targets)
 
 
 def _as_list(value) -> list:
@@ -251,9 +329,10 @@ def locate_train_val(dataset_path, path_to_csv=None) -> Tuple[Tuple, Optional[Tu
 
 
 def load_records(images, csv=None, delimiter=",", classes=None, group_pattern=None,
-                 group_column=None, file_column=None, label_column=None) -> ImageRecords:
+                 group_column=None, file_column=None, label_column=None, multi_label=None,
+                 label_delimiter=" ") -> ImageRecords:
     """Records from a class-folder tree, or from a CSV plus its image folder."""
     if csv is not None:
         return read_csv_labels(csv, images, delimiter, classes, group_pattern, group_column,
-                               file_column, label_column)
+                               file_column, label_column, multi_label, label_delimiter)
     return scan_class_folders(images, classes, group_pattern)
