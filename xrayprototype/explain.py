@@ -263,12 +263,13 @@ def _explain_batch(experiment, records, batch, method, class_name, layer, folder
 
 def _display_images(experiment, records, indices) -> List[np.ndarray]:
     """The images as the model saw them (same resize), at least DISPLAY_SIZE px, RGB."""
+    from .data.geometry import Geometry
     from .data.loader import ImageStore
 
     data = experiment.config.data
     size = max(DISPLAY_SIZE, data.input_size)
     store = ImageStore(records.subset(indices), size, 3, data.resize_mode, cache=False,
-                       on_corrupt="error")
+                       on_corrupt="error", geometry=Geometry.of(data))   # resize, crop, grey
     return [store.get(k) for k in range(len(indices))]
 
 
