@@ -167,6 +167,12 @@ def test_monk_flags_default_to_nowhere_refused_values_change_nothing_and_calls_r
     assert listed["train"]["apply_random_rotation / apply_random_affine"] == {"rotation": 5.0}
     assert listed["train"]["apply_random_horizontal_flip"] == {"horizontal_flip": 0.5}
     assert listed["val"] == listed["test"] == {}
+    with pytest.warns(UserWarning, match="one symmetric range"):
+        gtf.apply_random_affine(10, translate=(0.1, 0.2), scale=(0.9, 1.1), shear=5,
+                                train=True)
+    assert gtf.List_Transforms()["set"]["train"][
+        "apply_random_rotation / apply_random_affine"] == \
+        {"rotation": 10.0, "shift": 0.2, "zoom": 0.1, "shear": 5.0}
 
 
 def test_reset_transforms_clears_and_mean_subtraction_keeps_the_pixel_scale(tmp_path, data):

@@ -125,7 +125,8 @@ class TransformVerbs(FacadeBase):
                             scale: Optional[Sequence[float]] = None,
                             shear: Union[None, Number, Sequence[Number]] = None,
                             train: bool = False, val: bool = False, test: bool = False) -> None:
-        """Random rotation, shift, zoom and shear of training images in one resampling.
+        """Random rotation, shift, zoom and shear of training images in one resampling; sets
+        all four together (replacing an earlier apply_random_rotation).
 
         Args:
             degrees: the largest rotation either way, in [0, 180].
