@@ -198,6 +198,10 @@ def export_for_netron(experiment, data_shape: Optional[Sequence[int]] = None) ->
     size = experiment.config.data.input_size
     channels, height, width = data_shape or (3, size, size)
     accepted = backend.capabilities().input_channels
+    if channels not in accepted and width in accepted:
+        raise ConfigError(f"data_shape is (channels, height, width), as in Monk; "
+                          f"{tuple(data_shape)} looks channels-last: give "
+                          f"data_shape=({width}, {channels}, {height}).")
     if channels not in accepted:
         raise ConfigError(f"data_shape has {channels} channels; the models of backend "
                           f"'{experiment.backend_name}' take {accepted} (grayscale images are "
