@@ -60,7 +60,7 @@ def test_estimate_then_train_unchanged_and_eval_model_path(backend, tiny_data, t
 
     gtf.Switch_Mode(eval_infer=True)                 # "without": trained 2 epochs
     image = str(next((tiny_data / "test" / "PNEUMONIA").iterdir()))
-    monk_dir = f"workspace/Monk/without/output/models"
+    monk_dir = "workspace/Monk/without/output/models"
     raw = {}
     for spec in ("intermediate_model_0", "intermediate_model_1", "final", "best_model"):
         gtf.Model_Params(model_path=f"{monk_dir}/{spec}")

@@ -1,11 +1,24 @@
-"""Monk verbs with no other home: ``Estimate_Train_Time``, ``Clear_Refused_Settings`` and the
+"""Monk verbs with no other home: ``Estimate_Train_Time``, ``Clear_Refused_Settings``, Monk's
+``update_display_progress_realtime`` / ``update_save_training_logs`` /
+``update_gpu_memory_fraction`` (kept here so ``facade_settings`` stays small), and the
 refusal of Monk's custom-network builder (``Compile_Network`` and its layer and block
 functions, e.g. ``gtf.convolution(...)``), which this library does not have: it trains named
 backbones (``List_Models``) with their new head (``append_*`` layers where available)."""
+import warnings
 from typing import Dict, Optional
 
 from .errors import ConfigError
 from .facade_base import FacadeBase
+
+LOGS_ALWAYS_KEPT = ("save_training_logs=False: this library always keeps the training logs "
+                    "(logs/metrics.jsonl, run.log, the curves); compare, resume and Summary "
+                    "need them. The setting is ignored.")
+
+
+def warn_logs_always_kept() -> None:
+    """Say (once per process) that training logs cannot be turned off."""
+    warnings.warn(LOGS_ALWAYS_KEPT, UserWarning, stacklevel=4)
+
 
 #: Monk's custom-network builder: the layer, activation and block functions a script calls
 #: on the prototype object to build a network for ``Compile_Network``, and its listings
@@ -123,3 +136,40 @@ class ExtraVerbs(FacadeBase):
                   f"{estimate['val_steps_per_epoch']} validation batches, measured on "
                   f"{estimate['timed_steps']} steps each)")
         return total
+
+    def update_gpu_memory_fraction(self, fraction: float) -> None:
+        """Cap the GPU memory this process may take (Monk's Keras ``gpu_memory_fraction``).
+
+        Args:
+            fraction: in (0, 1], e.g. 0.6; see ``Model_Params``.
+
+        Example:
+            >>> gtf.update_gpu_memory_fraction(0.6)
+        """
+        self.Model_Params(gpu_memory_fraction=fraction)
+
+    def update_display_progress_realtime(self, display: bool) -> None:
+        """Monk's name for ``update_display_progress``: progress bars during each epoch.
+
+        Args:
+            display: True or False.
+
+        Example:
+            >>> gtf.update_display_progress_realtime(False)
+        """
+        self.Training_Params(display_progress=display)
+
+    def update_save_training_logs(self, save: bool) -> None:
+        """Accepted for Monk scripts: the training logs are always kept (``False`` warns
+        once that it is ignored).
+
+        Args:
+            save: True (the behaviour anyway) or False (warned, ignored).
+
+        Example:
+            >>> gtf.update_save_training_logs(True)
+        """
+        if not isinstance(save, bool):
+            raise ConfigError(f"update_save_training_logs takes True or False, got {save!r}.")
+        if not save:
+            warn_logs_always_kept()

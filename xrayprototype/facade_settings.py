@@ -7,24 +7,16 @@ of ``validation.py`` and applies all of it or none of it; the experiment's ``exp
 is saved at once, and whatever the change invalidates (the data split, the model) is rebuilt
 when next needed. ``Reload()`` exists for Monk scripts but is never required.
 """
-import warnings
 from typing import Any, Dict, Optional
 
 from .errors import ConfigError
 from .facade_base import FacadeBase
+from .facade_extras import warn_logs_always_kept
 
 #: Monk's argument names -> DataConfig field names
 DATA_ARGUMENTS = {"split": "trainval_split", "num_processors": "num_workers"}
 #: Training_Params options Monk scripts pass that mean nothing here (logs are always saved)
 IGNORED_MONK_OPTIONS = ("intermediate_model_prefix", "save_training_logs")
-LOGS_ALWAYS_KEPT = ("save_training_logs=False: this library always keeps the training logs "
-                    "(logs/metrics.jsonl, run.log, the curves); compare, resume and Summary "
-                    "need them. The setting is ignored.")
-
-
-def warn_logs_always_kept() -> None:
-    """Say (once per process) that training logs cannot be turned off."""
-    warnings.warn(LOGS_ALWAYS_KEPT, UserWarning, stacklevel=4)
 
 
 def data_changes(values: Dict[str, Any]) -> Dict[str, Any]:
@@ -317,17 +309,6 @@ class SettingsVerbs(FacadeBase):
         """
         self.Model_Params(model_path=model_path)
 
-    def update_gpu_memory_fraction(self, fraction: float) -> None:
-        """Cap the GPU memory this process may take (Monk's Keras ``gpu_memory_fraction``).
-
-        Args:
-            fraction: in (0, 1], e.g. 0.6; see ``Model_Params``.
-
-        Example:
-            >>> gtf.update_gpu_memory_fraction(0.6)
-        """
-        self.Model_Params(gpu_memory_fraction=fraction)
-
     def update_num_epochs(self, num_epochs: int) -> None:
         """Epochs to train.
 
@@ -384,32 +365,6 @@ class SettingsVerbs(FacadeBase):
             >>> gtf.update_display_progress(False)
         """
         self.Training_Params(display_progress=display)
-
-    def update_display_progress_realtime(self, display: bool) -> None:
-        """Monk's name for ``update_display_progress``: progress bars during each epoch.
-
-        Args:
-            display: True or False.
-
-        Example:
-            >>> gtf.update_display_progress_realtime(False)
-        """
-        self.Training_Params(display_progress=display)
-
-    def update_save_training_logs(self, save: bool) -> None:
-        """Accepted for Monk scripts: the training logs are always kept (``False`` warns
-        once that it is ignored).
-
-        Args:
-            save: True (the behaviour anyway) or False (warned, ignored).
-
-        Example:
-            >>> gtf.update_save_training_logs(True)
-        """
-        if not isinstance(save, bool):
-            raise ConfigError(f"update_save_training_logs takes True or False, got {save!r}.")
-        if not save:
-            warn_logs_always_kept()
 
     def update_save_intermediate_models(self, save: bool,
                                         prefix: str = "intermediate_model_") -> None:
