@@ -219,6 +219,15 @@ def test_train_with_transforms_and_reopen_with_the_same_preprocessing(tmp_path, 
     result = again.Infer(img_name=image)
     assert result["predicted_class"] in ("NORMAL", "PNEUMONIA")
     np.testing.assert_allclose(again.experiment.normalizer().describe()["std"], [0.25] * 3)
+    # Infer's pixels are the saved preprocessing's: resize 40, centre 32, mean/std 0.45/0.25
+    experiment = again.experiment
+    pixels = load_image(image, 40)[4:36, 4:36][None]
+    batch = _normalised(pixels, 0.45, 0.25)
+    if experiment.backend.capabilities().layout == "NCHW":
+        batch = batch.transpose(0, 3, 1, 2)
+    np.testing.assert_allclose(experiment.predict_files([image]),
+                               experiment.backend.predict(np.ascontiguousarray(batch)),
+                               atol=1e-5)
 
 
 def test_list_transforms_names_every_monk_apply_verb():
