@@ -339,7 +339,8 @@ def check_for_backend(config: ExperimentConfig, capabilities, backend_name: str)
         raise ConfigError(f"backend '{backend_name}' builds models for "
                           f"{' or '.join(map(str, capabilities.input_channels))}-channel input "
                           f"(grayscale X-rays are replicated to RGB); got channels={channels}. "
-                          "Use Dataset_Params(channels=3).")
+                          "Use Dataset_Params(channels=3) (or apply_grayscale("
+                          "num_output_channels=3): grey replicated to 3 channels).")
     info = capabilities.models.get(config.model.model_name)
     requested = config.data.normalization
     if info is not None and info.preprocessing_in_model and \
@@ -348,7 +349,8 @@ def check_for_backend(config: ExperimentConfig, capabilities, backend_name: str)
             f"model '{config.model.model_name}' on backend '{backend_name}' normalises its "
             f"input inside the network (it takes RGB pixels scaled to 0..1, normalization "
             f"'{info.normalization}'); normalization '{requested}' would normalise twice. "
-            "Keep update_normalization('auto').")
+            "Keep update_normalization('auto') (apply_normalize / apply_mean_subtraction set "
+            "a normalisation too; reset_transforms() removes theirs).")
 
 
 #: the arguments of the Visualize_* verbs (checked per call, nothing is stored)
