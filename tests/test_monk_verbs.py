@@ -78,7 +78,15 @@ def test_estimate_then_train_unchanged_and_eval_model_path(backend, tiny_data, t
 
     gtf.Dataset_Params(dataset_path=str(tiny_data / "test"))
     gtf.Dataset()
+    gtf.update_model_path("best")                     # back to the best model
     accuracy, per_class = gtf.Evaluate()
+    assert gtf.experiment.state["evaluation"]["accuracy"] * 100 == pytest.approx(accuracy)
+    gtf.update_model_path("intermediate_model_0")
+    other = gtf.Evaluate()[0]
+    saved = json.loads(gtf.experiment.paths.state_file.read_text())
+    assert saved["evaluation"]["accuracy"] * 100 == pytest.approx(accuracy)   # the best's
+    assert saved["evaluation_of_other_models"]["'epoch_001' of Monk/without"]["accuracy"] \
+        * 100 == pytest.approx(other)
     for row in per_class.values():
         assert {"num_images", "num_correct", "accuracy(%)"} <= set(row)
         assert row["accuracy(%)"] == pytest.approx(100 * row["num_correct"] / row["num_images"])

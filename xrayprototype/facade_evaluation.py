@@ -26,7 +26,9 @@ class EvaluationVerbs(FacadeBase):
         ``logs/predictions.csv``.
 
         Without an evaluation set (``Dataset_Params`` + ``Dataset`` in eval_infer mode) the
-        best model is evaluated on the validation split. A decision threshold set by
+        best model is evaluated on the validation split. After ``Model_Params(model_path=...)``
+        in eval_infer mode the chosen saved model is evaluated, and its figures go to
+        ``evaluation_of_other_models[<model>]`` (``evaluation`` stays the best model's). A decision threshold set by
         ``Select_Threshold`` / ``update_decision_threshold`` decides the predicted class.
         Sensitivity and specificity are those of the positive class for two classes, the
         macro averages over classes otherwise.
@@ -59,7 +61,16 @@ class EvaluationVerbs(FacadeBase):
                 raise ExperimentError("nothing to evaluate on: call Dataset_Params(dataset_path="
                                       "'.../test') and Dataset() first.")
             experiment.eval_records = experiment.data.val
+        chosen = experiment.prediction_weights[0] if experiment.prediction_weights else None
+        before = experiment.state.get("evaluation") or {}
         metrics = experiment.evaluate(tta=tta)
+        if chosen:       # another saved model (Model_Params(model_path=)): not the experiment's
+            metrics["model_evaluated"] = chosen
+            experiment.state.setdefault("evaluation_of_other_models", {})[chosen] = metrics
+            experiment.state["evaluation"] = before
+            experiment.save_state(when_locked="skip")
+            self._say(f"evaluated {chosen}, not the best model: the figures are kept under "
+                      "evaluation_of_other_models in experiment.json")
         if metrics.get("multi_label"):
             from .multilabel import report_lines as multilabel_report
 
