@@ -111,7 +111,11 @@ def test_train_refuses_after_a_refused_setting_until_fixed_or_cleared(backend, t
     with pytest.raises(ExperimentError, match="update_input_size") as refused:
         gtf.Train()
     assert "update_learning_rate" not in str(refused.value)
-    assert set(gtf.Clear_Refused_Settings()) == {"update_input_size"}
+    with pytest.raises(AttributeError, match="no setting verb update_inputsize.*update_input_size"):
+        gtf.update_inputsize(32)                              # a verb that does not exist
+    with pytest.raises(ExperimentError, match="update_inputsize"):
+        gtf.Train()
+    assert set(gtf.Clear_Refused_Settings()) == {"update_input_size", "update_inputsize"}
     assert gtf.experiment.config.optim.learning_rate == 0.01
     if backend == "pytorch":                                  # one real run is enough
         assert gtf.Train()["epochs_completed"] == 1

@@ -7,8 +7,8 @@ backbones (``List_Models``) with their new head (``append_*`` layers where avail
 import warnings
 from typing import Dict, Optional
 
-from .errors import ConfigError
-from .facade_base import FacadeBase
+from .errors import ConfigError, did_you_mean
+from .facade_base import FacadeBase, is_setting_verb
 
 LOGS_ALWAYS_KEPT = ("save_training_logs=False: this library always keeps the training logs "
                     "(logs/metrics.jsonl, run.log, the curves); compare, resume and Summary "
@@ -52,12 +52,21 @@ class ExtraVerbs(FacadeBase):
     """Mixed into ``prototype``."""
 
     def __getattr__(self, name: str):
-        """Monk's custom-network builder functions exist, and say they are out of scope."""
+        """Monk's custom-network builder functions exist, and say they are out of scope; a
+        setting verb that does not exist (e.g. a Monk verb this library lacks) is remembered
+        as refused, so Train() does not silently run without it."""
         if name in CUSTOM_NETWORK_BUILDER:
             def refuse(*args, **kwargs):
                 raise custom_network_error(name)
             return refuse
-        raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
+        message = f"'{type(self).__name__}' object has no attribute '{name}'"
+        if is_setting_verb(name) and not name.startswith("__"):
+            message = (f"prototype has no setting verb {name}(...);"
+                       f"{did_you_mean(name, [n for n in dir(type(self)) if is_setting_verb(n)])}"
+                       " see List_Transforms(), List_Optimizers(), List_Losses() ...")
+            if vars(self).get("experiment") is not None:
+                self.note_refusal(name, f"AttributeError: {message}")
+        raise AttributeError(message)
 
     def Compile_Network(self, network=None, data_shape=None, use_gpu: bool = True,
                         network_initializer: str = "xavier_normal") -> None:
