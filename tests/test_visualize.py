@@ -130,6 +130,14 @@ else:
     theirs /= theirs.sum(1, keepdims=True)
     out["loaded"] = {{"max_difference": float(np.abs(mine - theirs).max())}}
 
+# a model with depthwise convolutions: every layer's kernels are (out, in per group, kh, kw)
+from xrayprototype.backend import create_backend
+from xrayprototype.config import ModelConfig
+other = create_backend(backend)
+other.build_model(ModelConfig("mobilenet_v2", use_pretrained=False, use_gpu=False), 2)
+shapes = [list(k.shape) for _, k in other.conv_kernels(other.conv_layers())]
+out["mobilenet_v2_kernels"] = shapes
+
 again = prototype(verbose=0, workspace="ws")
 again.Prototype("Visualize", backend, eval_infer=True)
 out["kernels_eval"] = snap("eval", again.Visualize_Kernels(layers=[first]))
@@ -182,6 +190,10 @@ def test_visualize_verbs(backend, synthetic_data, tmp_path, run_python):
         assert netron["file"].endswith(".onnx") and out["loaded"]["input"] == [1, 3, 32, 32]
     else:
         assert out["loaded"]["max_difference"] < 1e-4
+
+    shapes = out["mobilenet_v2_kernels"]
+    assert all(len(shape) == 4 for shape in shapes) and shapes[0][1] == 3
+    assert sum(shape[1] == 1 for shape in shapes) >= 10          # the depthwise layers
 
     # eval_infer draws the saved best weights: after one epoch those are the ones in memory
     assert np.array_equal(_png(out["kernels_eval"][first]), _png(out["kernels_train"][first]))

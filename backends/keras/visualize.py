@@ -29,7 +29,9 @@ def _kernels(layer) -> np.ndarray:
     """(out, in per group, kh, kw) from Keras' (kh, kw, in, out) or depthwise (kh, kw, in, m)."""
     if isinstance(layer, keras.layers.Conv2D):
         return np.transpose(layer.kernel.numpy(), (3, 2, 0, 1))
-    kernel = layer.depthwise_kernel.numpy()               # (kh, kw, in, multiplier)
+    depthwise = layer.depthwise_kernel if isinstance(layer, keras.layers.SeparableConv2D) \
+        else layer.kernel
+    kernel = depthwise.numpy()                            # (kh, kw, in, multiplier)
     kh, kw = kernel.shape[:2]
     return np.transpose(kernel, (2, 3, 0, 1)).reshape(-1, 1, kh, kw)
 
