@@ -242,3 +242,25 @@ def test_list_transforms_names_every_monk_apply_verb():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         prototype(verbose=0).List_Transforms()
+
+
+def test_monk_copy_from_reset_and_reapply_flow(tmp_path, data):
+    """Monk's 'continue from an experiment' tutorial: copy_from keeps the transforms;
+    reset_transforms() and reset_transforms(test=True) clear them; new ones replace them."""
+    first = _open(tmp_path, data, name="first")
+    first.apply_center_crop(28, **ALL)
+    first.apply_random_vertical_flip(0.3, train=True)
+    second = prototype(verbose=0, workspace=tmp_path / "ws")
+    second.Prototype("Transforms", "second", copy_from=["Transforms", "first"])
+    assert second.List_Transforms()["set"] == first.List_Transforms()["set"]
+    second.reset_transforms()
+    second.reset_transforms(test=True)
+    assert second.List_Transforms()["set"] == {"train": {}, "val": {}, "test": {}}
+    with pytest.warns(UserWarning, match="never augmented"):
+        second.apply_random_horizontal_flip(train=True, val=True)
+    second.apply_normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225], **ALL)
+    listed = second.List_Transforms()["set"]
+    assert set(listed["train"]) == {"apply_random_horizontal_flip",
+                                    "apply_normalize / apply_mean_subtraction"}
+    assert set(listed["test"]) == {"apply_normalize / apply_mean_subtraction"}
+    assert first.List_Transforms()["set"]["test"] == {"apply_center_crop": {"center_crop": 28}}
