@@ -75,7 +75,7 @@ def _perspective_coefficients(size: int, rng: np.random.Generator, scale: float)
     shows the input's corner moved inwards by up to ``scale`` x half the side (torchvision's
     RandomPerspective)."""
     half, last = size / 2.0, float(size)
-    reach = int(scale * half) + 1
+    reach = int(scale * (half - 1)) + 1        # corners never meet, even at scale 1
     jitter = rng.integers(0, reach, size=8).astype(float)
     start = [(0, 0), (last, 0), (last, last), (0, last)]
     end = [(jitter[0], jitter[1]), (last - jitter[2], jitter[3]),
