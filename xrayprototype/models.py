@@ -19,20 +19,34 @@ mobilenet_v3_small/
 large, vgg16,
 xception,
 inception_v3
+resnet152,          yes      yes    yes
+densenet201, vgg19
 resnext50_32x4d,    yes      yes
 vgg16_bn,
-squeezenet1_1
+squeezenet1_1,
+squeezenet1_0,
+alexnet, vgg11/13
+(_bn), vgg19_bn,
+densenet161
 efficientnet_b0/b1  yes             yes
-shufflenet_v2_x1_0, yes
-efficientnet_lite0
+shufflenet_v2_x0_5  yes
+..x2_0, googlenet,
+efficientnet_lite0,
+resnext101_32x8d,
+wide_resnet50_2/
+101_2, mnasnet0_5
+..1_3
 resnet50_v2..152_v2,         yes    yes
-densenet201, vgg19
-resnet152,                          yes
 mobilenet(_0.25/
-0.5/0.75),
-efficientnet_b2/b3,
-nasnet_mobile
+0.5/0.75)
+efficientnet_b2/b3,                 yes
+nasnet_mobile,
+inception_resnet_v2
 ==================  =======  =====  =====
+
+Monk v1's model names of each backend are these names, or (Gluon) gluoncv's own names, which
+the Gluon backend also accepts; ``xrayprototype.monk.keras_prototype`` maps Monk's
+``inception_resnet_v3`` (its spelling of InceptionResNetV2).
 
 The module imports no framework.
 
@@ -65,6 +79,12 @@ MODEL_NAMES = COMMON_MODEL_NAMES + (
     "efficientnet_lite0",
     "vgg16_bn", "vgg19",
     "squeezenet1_1", "shufflenet_v2_x1_0", "nasnet_mobile",
+    # the rest of Monk v1's lists (torchvision's and keras.applications' names)
+    "alexnet", "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg19_bn", "densenet161",
+    "googlenet", "resnext101_32x8d", "wide_resnet50_2", "wide_resnet101_2",
+    "shufflenet_v2_x0_5", "shufflenet_v2_x1_5", "shufflenet_v2_x2_0",
+    "mnasnet0_5", "mnasnet0_75", "mnasnet1_0", "mnasnet1_3", "squeezenet1_0",
+    "inception_resnet_v2",
 )
 
 

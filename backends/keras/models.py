@@ -57,14 +57,13 @@ APPLICATIONS: Dict[str, Tuple[str, str, int, Dict]] = {
     "xception": ("Xception", "xception", 71, {}),
     "inception_v3": ("InceptionV3", "inception_v3", 75, {}),
     "nasnet_mobile": ("NASNetMobile", "nasnet", 224, {}),
-    "nasnet_large": ("NASNetLarge", "nasnet", 331, {}),
     "inception_resnet_v2": ("InceptionResNetV2", "inception_resnet_v2", 75, {}),
 }
 #: built here (torchvision's BasicBlock layout); no ImageNet weights exist for them in Keras
 RESNET_BASIC = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
 #: models whose Keras graph is only right for one input size (NASNet's cell cropping is
 #: computed from static shapes); the backend rejects other sizes with a clear error
-STATIC_INPUT = {"nasnet_mobile": 224, "nasnet_large": 331}
+STATIC_INPUT = {"nasnet_mobile": 224}
 #: every model takes RGB (the core replicates grayscale X-rays)
 CHANNELS = 3
 KERAS_CACHE = "~/.keras/models (or $KERAS_HOME/models)"
