@@ -1,13 +1,15 @@
 """Monk's import paths, so a Monk v1 script runs here by changing its import line only.
 
-=========================================================  ===============================
-Monk v1                                                    xrayprototype
-=========================================================  ===============================
-``from monk.pytorch_prototype import prototype``           ``from xrayprototype.monk.pytorch_prototype import prototype``
-``from monk.gluon_prototype import prototype``             ``from xrayprototype.monk.gluon_prototype import prototype``
-``from monk.keras_prototype import prototype``             ``from xrayprototype.monk.keras_prototype import prototype``
-``from monk.compare_prototype import compare``             ``from xrayprototype.monk.compare_prototype import compare``
-=========================================================  ===============================
+Monk v1 -> xrayprototype, one import line each:
+
+- ``from monk.pytorch_prototype import prototype``
+  -> ``from xrayprototype.monk.pytorch_prototype import prototype``
+- ``from monk.gluon_prototype import prototype``
+  -> ``from xrayprototype.monk.gluon_prototype import prototype``
+- ``from monk.keras_prototype import prototype``
+  -> ``from xrayprototype.monk.keras_prototype import prototype``
+- ``from monk.compare_prototype import compare``
+  -> ``from xrayprototype.monk.compare_prototype import compare``
 
 As in Monk, the import chooses the backend: every experiment such a ``prototype`` creates uses
 it, Monk's model names for that backend are understood (``resnet18_v1`` on Gluon,
