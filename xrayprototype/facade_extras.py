@@ -114,7 +114,8 @@ class ExtraVerbs(FacadeBase):
         ``experiment.json`` as ``train_time_estimate``.
 
         Args:
-            num_epochs: the epochs to estimate for; default the experiment's num_epochs.
+            num_epochs: the epochs to estimate for; default (None, or Monk's False) the
+                experiment's num_epochs.
 
         Returns:
             The estimated training time in seconds (validation included).
@@ -125,6 +126,7 @@ class ExtraVerbs(FacadeBase):
         from .estimate import estimate_train_time
 
         experiment = self._require_experiment()
+        num_epochs = None if num_epochs is False else num_epochs      # Monk's default
         if experiment.mode != "train":
             raise ConfigError(f"Estimate_Train_Time estimates a new training run; this "
                               f"experiment is open in mode '{experiment.mode}'. Open it with "
