@@ -81,7 +81,8 @@ try:
     gtf.Visualize_Kernels(layers=first + "x")
 except ConfigError as err:
     out["wrong_layer"] = str(err)
-out["maps_a"] = gtf.Visualize_Feature_Maps({image_a!r})
+out["maps_a_written"] = gtf.Visualize_Feature_Maps({image_a!r})
+out["maps_a"] = snap("a", out["maps_a_written"])
 out["maps_b"] = snap("b", gtf.Visualize_Feature_Maps({image_b!r}, layers=[first]))
 
 served = gtf.Visualize_With_Netron(data_shape=(3, 32, 32))
@@ -141,6 +142,7 @@ out["mobilenet_v2_kernels"] = shapes
 again = prototype(verbose=0, workspace="ws")
 again.Prototype("Visualize", backend, eval_infer=True)
 out["kernels_eval"] = snap("eval", again.Visualize_Kernels(layers=[first]))
+out["maps_eval"] = snap("maps_eval", again.Visualize_Feature_Maps({image_a!r}, layers=[first]))
 json.dump(out, open("out.json", "w"))
 """
 
@@ -179,7 +181,7 @@ def test_visualize_verbs(backend, synthetic_data, tmp_path, run_python):
     assert list(out["maps_a"]) == layers
     a, b = _png(out["maps_a"][first]), _png(out["maps_b"][first])
     assert count_tiles(a) == 64 and a.shape == b.shape and not np.array_equal(a, b)
-    assert "/logs/feature_maps/" in out["maps_a"][first]
+    assert "/logs/feature_maps/" in out["maps_a_written"][first]
 
     # Netron: the page was served on 127.0.0.1, then stopped; the file loads back
     netron = out["netron"]
@@ -197,3 +199,4 @@ def test_visualize_verbs(backend, synthetic_data, tmp_path, run_python):
 
     # eval_infer draws the saved best weights: after one epoch those are the ones in memory
     assert np.array_equal(_png(out["kernels_eval"][first]), _png(out["kernels_train"][first]))
+    assert np.array_equal(_png(out["maps_eval"][first]), a)
