@@ -5,7 +5,7 @@ so that a new backend can run them on itself.
 batches and checks what the core relies on: probabilities, losses and their formulas, every
 declared optimizer and model, save / load round trips, frozen layers, seeding; the checks for
 optional mechanics (``soft_targets``, ``layer_freezing``, ``discriminative_lr``,
-``explanations``) run when ``capabilities()`` declares them. A failing check raises
+``explanations``, ``visualization``) run when ``capabilities()`` declares them. A failing check raises
 AssertionError naming the check and the backend. Everything runs on the CPU; no pretrained
 weights are needed.
 
