@@ -305,3 +305,21 @@ def test_refused_arguments_say_why_and_block_train(tmp_path, data):
             call()
     with pytest.raises(ExperimentError, match="refused"):
         gtf.Train()
+
+
+def test_a_backend_without_an_optimizer_or_loss_refuses_it_naming_those_that_have_it():
+    from dataclasses import replace
+
+    from xrayprototype.config import ExperimentConfig
+    from xrayprototype.validation import check_optim_for_backend, updated_config
+
+    declared = create_backend("pytorch").capabilities()
+    lacking = replace(declared, optimizers=("sgd",), losses=("softmax_crossentropy",))
+    config = updated_config(ExperimentConfig(), {"optim": {"optimizer": "signum"}})
+    with pytest.raises(ConfigError, match="backend 'other' has no optimizer 'signum'.*"
+                                          "pytorch.*have it"):
+        check_optim_for_backend(config, lacking, "other")
+    config = updated_config(ExperimentConfig(), {"optim": {"optimizer": "sgd", "loss": "huber"}})
+    with pytest.raises(ConfigError, match="no loss 'huber'"):
+        check_optim_for_backend(config, lacking, "other")
+    check_optim_for_backend(config, declared, "pytorch")      # every backend here has all

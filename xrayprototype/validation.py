@@ -341,6 +341,7 @@ def check_for_backend(config: ExperimentConfig, capabilities, backend_name: str)
                           f"(grayscale X-rays are replicated to RGB); got channels={channels}. "
                           "Use Dataset_Params(channels=3) (or apply_grayscale("
                           "num_output_channels=3): grey replicated to 3 channels).")
+    check_optim_for_backend(config, capabilities, backend_name)
     info = capabilities.models.get(config.model.model_name)
     requested = config.data.normalization
     if info is not None and info.preprocessing_in_model and \
@@ -365,3 +366,32 @@ VISUALIZE_ARGUMENTS = {
     "layers": Setting(NONE, Text(), ListOf(Text()), label="layers",
                       hint="give a convolution layer's name or a list of them (None: all)"),
 }
+
+
+def check_optim_for_backend(config: ExperimentConfig, capabilities, backend_name: str) -> None:
+    """The optimizer and loss must be among those the backend declares; the error names the
+    installed backends that declare it."""
+    for kind, name, declared in (("optimizer", config.optim.optimizer, capabilities.optimizers),
+                                 ("loss", config.optim.loss, capabilities.losses)):
+        if name in declared:
+            continue
+        others = [other for other in _installed_backends() if other != backend_name
+                  and name in getattr(_capabilities_of(other),
+                                      "losses" if kind == "loss" else "optimizers")]
+        raise ConfigError(
+            f"backend '{backend_name}' has no {kind} '{name}'; it has {', '.join(declared)} "
+            f"(List_{'Losses' if kind == 'loss' else 'Optimizers'}()). "
+            + (f"Backend(s) {', '.join(others)} have it: Prototype(..., backend="
+               f"'{others[0]}')." if others else f"No installed backend has '{name}'."))
+
+
+def _installed_backends():
+    from .backend import installed_backends
+
+    return installed_backends()
+
+
+def _capabilities_of(name: str):
+    from .backend import create_backend
+
+    return create_backend(name).capabilities()
