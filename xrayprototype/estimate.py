@@ -5,8 +5,9 @@ A throwaway copy of the experiment's network is built on a second instance of it
 a few real training steps on the experiment's own training batches (decoding included) and
 a few validation steps are timed after one warm-up step each (graph tracing, first
 allocations), and the per-step times are extrapolated to the epoch's number of batches and
-to the epochs. The experiment's own model, weights, optimizer and data split are never
-touched; only the estimate is recorded in its state (``train_time_estimate``).
+to the epochs, plus the warm-up steps' extra time once (a run pays it once). The
+experiment's own model, weights, optimizer and data split are never touched; only the
+estimate is recorded in its state (``train_time_estimate``).
 
 Example:
     >>> estimate = estimate_train_time(experiment, num_epochs=5)
@@ -15,7 +16,7 @@ Example:
 import gc
 import time
 from dataclasses import replace
-from typing import Dict, Iterable, Optional
+from typing import Dict, Iterable, Optional, Tuple
 
 from .backend import create_backend
 from .optim import resolved
@@ -25,15 +26,16 @@ from .recipes import FREEZE_BASE, training_batches
 TIMED_STEPS = 3
 
 
-def _seconds_per_step(step, batches: Iterable, timed: int) -> Optional[float]:
-    """Mean seconds of fetching one batch and running ``step`` on it, after a warm-up step;
-    None when there are no batches; with a single batch, its (warm-up) time."""
+def _seconds_per_step(step, batches: Iterable, timed: int) -> Tuple[Optional[float], float]:
+    """``(mean seconds of fetching one batch and running step on it after a warm-up step,
+    the warm-up step's extra seconds over that mean)``; ``(None, 0)`` without batches; with a
+    single batch, its (warm-up) time and no extra."""
     iterator = iter(batches)
     started = time.perf_counter()
     try:
         step(*next(iterator))                    # warm-up: tracing, first allocations
     except StopIteration:
-        return None
+        return None, 0.0
     warm_up = time.perf_counter() - started
     started, count = time.perf_counter(), 0
     for images, labels in iterator:
@@ -42,8 +44,9 @@ def _seconds_per_step(step, batches: Iterable, timed: int) -> Optional[float]:
         if count >= timed:
             break
     if count == 0:                               # a single batch: its warm-up time
-        return warm_up
-    return (time.perf_counter() - started) / count
+        return warm_up, 0.0
+    mean = (time.perf_counter() - started) / count
+    return mean, max(0.0, warm_up - mean)
 
 
 def _throwaway_backend(experiment):
@@ -67,7 +70,8 @@ def estimate_train_time(experiment, num_epochs: Optional[int] = None,
     """Measure and extrapolate (see the module); ``experiment.data`` must be loaded.
 
     Returns:
-        ``{"num_epochs", "total_seconds", "seconds_per_epoch", "train_seconds_per_step",
+        ``{"num_epochs", "total_seconds", "seconds_per_epoch", "first_step_extra_seconds",
+        "train_seconds_per_step",
         "val_seconds_per_step", "train_steps_per_epoch", "val_steps_per_epoch",
         "timed_steps", "batch_size", "input_size", "measured_on"}``.
     """
@@ -77,17 +81,18 @@ def estimate_train_time(experiment, num_epochs: Optional[int] = None,
     val_loader = experiment.loader("val", experiment.data.val)
     backend = _throwaway_backend(experiment)
     try:
-        train_s = _seconds_per_step(
+        train_s, train_extra = _seconds_per_step(
             backend.train_step, training_batches(train_loader, 0, train.seed, train.mixup_alpha,
                                                  len(experiment.classes)), timed_steps)
-        val_s = _seconds_per_step(backend.eval_step, ((b.images, b.labels)
-                                                      for b in val_loader.epoch(0)), timed_steps)
+        val_s, val_extra = _seconds_per_step(
+            backend.eval_step, ((b.images, b.labels) for b in val_loader.epoch(0)), timed_steps)
     finally:
         del backend
         gc.collect()
     per_epoch = (train_s or 0.0) * len(train_loader) + (val_s or 0.0) * len(val_loader)
-    return {"num_epochs": epochs, "total_seconds": per_epoch * epochs,
-            "seconds_per_epoch": per_epoch, "train_seconds_per_step": train_s,
+    return {"num_epochs": epochs, "total_seconds": per_epoch * epochs + train_extra + val_extra,
+            "seconds_per_epoch": per_epoch, "first_step_extra_seconds": train_extra + val_extra,
+            "train_seconds_per_step": train_s,
             "val_seconds_per_step": val_s, "train_steps_per_epoch": len(train_loader),
             "val_steps_per_epoch": len(val_loader), "timed_steps": timed_steps,
             "batch_size": experiment.config.data.batch_size,
