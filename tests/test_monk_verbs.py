@@ -59,11 +59,14 @@ def test_estimate_then_train_unchanged_and_eval_model_path(backend, tiny_data, t
         assert runs["with-estimate"][key] == pytest.approx(runs["without"][key], rel=1e-4)
 
     gtf.Switch_Mode(eval_infer=True)                 # "without": trained 2 epochs
+    gtf.update_input_size(32)                        # as trained: accepted (Monk repeats it)
+    with pytest.raises(ConfigError, match="trained with input_size=32"):
+        gtf.update_input_size(64)
     image = str(next((tiny_data / "test" / "PNEUMONIA").iterdir()))
     monk_dir = "workspace/Monk/without/output/models"
     raw = {}
     for spec in ("intermediate_model_0", "intermediate_model_1", "final", "best_model"):
-        gtf.Model_Params(model_path=f"{monk_dir}/{spec}")
+        gtf.Model_Params(model_path=f"{monk_dir}/{spec}", use_gpu=True)   # as Monk's test
         raw[spec] = np.array(gtf.Infer(img_name=image, return_raw=True)["raw"])
     gtf.update_model_path("epoch_1")                   # this library's name, same weights
     first = np.array(gtf.Infer(img_name=image, return_raw=True)["raw"])

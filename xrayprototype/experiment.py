@@ -266,14 +266,18 @@ class Experiment(Predictions):
 
     def set_evaluation_data(self, values: Dict[str, Any]) -> DataConfig:
         """The evaluation set of an eval_infer experiment: only where it is and how it is read
-        can change; the trained model fixes everything else (size, normalisation ...)."""
-        values = {k: v for k, v in values.items() if v is not None}
+        can change; the trained model fixes everything else (size, normalisation ...): a
+        value equal to the trained one is accepted (Monk scripts repeat input_size=224)."""
+        values = {k: v for k, v in values.items() if v is not None and (
+            k in EVALUATION_DATA_FIELDS or v != getattr(self.config.data, k, None))}
         fixed = sorted(k for k in values if k not in EVALUATION_DATA_FIELDS)
         if fixed:
-            raise ConfigError(f"{fixed} are fixed by the trained model in eval_infer mode; "
+            trained = ", ".join(f"{k}={getattr(self.config.data, k, None)!r}" for k in fixed)
+            raise ConfigError(f"{fixed} are fixed by the trained model in eval_infer mode "
+                              f"(trained with {trained}); "
                               "only the evaluation data (dataset_path, path_to_csv, delimiter, "
-                              "file_column, label_column, batch_size, num_processors, "
-                              "on_corrupt) can change.")
+                              "file_column, label_column, label_delimiter, batch_size, "
+                              "num_processors, on_corrupt) can change.")
         base = replace(self.eval_data_config or self.config.data, path_to_csv=None)
         checked = updated_config(ExperimentConfig(data=base), {"data": values}).data
         self.eval_data_config, self.eval_records = checked, None

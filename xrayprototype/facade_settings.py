@@ -106,7 +106,9 @@ class SettingsVerbs(FacadeBase):
         values = {k: v for k, v in values.items() if v is not None}
         experiment = self._require_experiment()
         if experiment.mode == "eval_infer" and values.get("model_path") is not None:
-            values.pop("model_path")
+            values.pop("model_path")            # a value as trained is no change (use_gpu=True)
+            values = {k: v for k, v in values.items()
+                      if v != getattr(experiment.config.model, k, None)}
             self._update(model=values)          # anything else is refused in eval_infer
             chosen = experiment.use_saved_model(model_path)
             self._say(f"Evaluate / Infer now use {chosen}")
