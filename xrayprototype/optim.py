@@ -111,7 +111,7 @@ PARAMETER_RULES: Dict[str, Dict[str, Setting]] = {
             hint="no backend has an AMSGrad variant of Nadam (Monk ignored it); use "
                  "optimizer_adam(..., amsgrad=True)"),
         "momentum_rmsprop.momentum": Setting(Interval(float, 0, 1, closed="neither"),
-                                             hint="e.g. 0.9; optimizer_rmsprop has none")},
+                                             hint="e.g. 0.9")},
     "loss": {
         "label_smoothing": Setting(_FRACTION, hint="0.1 is usual"),
         "gamma": Setting(_NON_NEGATIVE, hint="0 is plain cross-entropy, 2 is usual"),
