@@ -179,8 +179,10 @@ class prototype(SettingsVerbs, OptimizationVerbs, LossVerbs, TransformVerbs,
         Returns:
             The data summary, ``{"classes", "num_train", "num_val", "train_class_counts",
             "val_class_counts", "val_source", "train_origin", "val_origin",
-            "num_train_patients", "num_val_patients"}``; in eval_infer mode the evaluation
-            set's class counts, ``{class: number of images}``.
+            "num_train_patients", "num_val_patients", "requested_train_fraction",
+            "achieved_train_fraction", "split_note"}`` (``split_note``: why the split is more
+            than 5 points off the requested fraction, also warned; else None); in eval_infer
+            mode the evaluation set's class counts, ``{class: number of images}``.
 
         Example:
             >>> gtf.Dataset_Params(dataset_path="chest_xray/train", split=0.8)
