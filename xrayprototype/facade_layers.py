@@ -64,7 +64,9 @@ class LayerVerbs(FacadeBase):
 
     def append_dropout(self, probability: float = 0.5, final_layer: bool = False) -> None:
         """Append dropout: each feature is zeroed with ``probability`` while training (the
-        others scaled up to keep the sum); it does nothing at evaluation and inference.
+        others scaled up to keep the sum); it does nothing at evaluation and inference. The
+        probability is the fraction dropped on every backend, as Monk documents it (Monk's
+        Keras backend dropped ``1 - probability``).
 
         Args:
             probability: the fraction of features dropped, in [0, 1), e.g. 0.2.
