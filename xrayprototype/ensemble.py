@@ -182,6 +182,10 @@ class ensemble(NamedCollection):  # noqa: N801  (Monk's spelling is the public A
                 "epoch_completed"):
             raise ExperimentError(f"experiment {project_name}/{experiment_name} has no trained "
                                   "model yet; Train() it first.")
+        if state.get("multi_label"):
+            raise ExperimentError(f"experiment {project_name}/{experiment_name} is multi-label "
+                                  "(several labels per image); ensembles combine one-label "
+                                  "models only. Evaluate it on its own.")
         known = self.state["members"]
         if known and classes != self.state["classes"]:
             raise ConfigError(f"experiment {project_name}/{experiment_name} predicts classes "

@@ -18,8 +18,10 @@ from .errors import ConfigError
 
 #: a label's threshold when none was chosen: Monk's ``img_thresh`` default
 DEFAULT_THRESHOLD = 0.5
-#: the loss names that mean sigmoid binary cross-entropy on multi-hot targets
-MULTI_LABEL_LOSSES = ("sigmoid_binary_crossentropy", "binary_crossentropy")
+#: the loss names that mean sigmoid binary cross-entropy on multi-hot targets (Monk's
+#: multilabel_softmargin is the same mean over labels); their ``weight`` scales the loss
+MULTI_LABEL_LOSSES = ("sigmoid_binary_crossentropy", "binary_crossentropy",
+                      "multilabel_softmargin")
 
 
 def balanced_pos_weights(targets: np.ndarray) -> np.ndarray:

@@ -154,6 +154,35 @@ def check_named_weights(subject: Subject) -> None:
 
 
 # ------------------------------------------------------------------------- optional mechanics
+def check_multi_label(subject: Subject) -> None:
+    """set_multi_label(True) before build_model: per-class probabilities in 0..1 that need not
+    sum to 1; eval_step's loss is the mean binary cross-entropy of its probabilities against
+    float32 multi-hot targets; eight train steps on multi-hot targets halve it."""
+    backend = subject.backend_class()
+    backend.seed(0)
+    backend.set_multi_label(True)
+    backend.build_model(ModelConfig(model_name=subject.model_name, use_pretrained=False,
+                                    freeze_base_network=False, use_gpu=False), 3)
+    backend.configure(resolved(OptimConfig()), None)
+    images, _ = subject.batch(count=6, classes=3)
+    targets = (np.random.default_rng(0).random((6, 3)) < 0.5).astype(np.float32)
+    probabilities = backend.predict(images)
+    require(probabilities.shape == (6, 3) and ((probabilities > 0) & (probabilities < 1)).all(),
+            f"multi-label predict gave {probabilities!r}, expected (6, 3) values in (0, 1)")
+    loss, eval_probabilities = backend.eval_step(images, targets)
+    allclose(eval_probabilities, probabilities, "multi-label eval_step and predict disagree",
+             0, 1e-5)
+    expected = -np.mean(targets * np.log(probabilities) + (1 - targets) * np.log(1 - probabilities))
+    allclose(loss, expected, "multi-label eval_step's loss is not the binary cross-entropy")
+    losses = [backend.train_step(images, targets)[0] for _ in range(8)]
+    require(losses[-1] < 0.5 * losses[0], f"multi-label loss did not halve in 8 steps: {losses}")
+    softmax = subject.backend_class()
+    softmax.build_model(ModelConfig(model_name=subject.model_name, use_pretrained=False,
+                                    use_gpu=False), 3)
+    allclose(softmax.predict(images).sum(axis=1), 1.0, "a new backend is not single-label by "
+             "default (its probabilities do not sum to 1)", 0, 1e-5)
+
+
 def check_soft_targets(subject: Subject) -> None:
     """(N, classes) targets (mixup): one-hot targets train exactly as their labels do (with
     label smoothing; focal loss, or else cross-entropy, with class weights); mixed targets
@@ -273,6 +302,7 @@ CHECKS: Tuple[Check, ...] = (
     Check("losses_follow_their_formulas", check_losses_follow_their_formulas),
     Check("core_loader_batches_fit", check_core_loader_batches_fit),
     Check("soft_targets", check_soft_targets, needs="soft_targets"),
+    Check("multi_label", check_multi_label, needs="multi_label"),
     Check("layer_freezing", check_layer_freezing, needs="layer_freezing"),
     Check("discriminative_lr", check_discriminative_lr, needs="discriminative_lr"),
     Check("spatial_layers", check_spatial_layers, needs="explanations"),

@@ -279,7 +279,8 @@ class TrainingRun:
                 "loss_sigmoid_binary_crossentropy() (class weights are per-label pos_weight).")
         self.report("multi-label data: trained with sigmoid binary cross-entropy on multi-hot "
                     "targets instead of the softmax cross-entropy set (which assumes one label "
-                    "per image); per-epoch accuracy is the subset accuracy (every label right "
+                    "per image); class_weights, when set, weigh each label's positive images "
+                    "(pos_weight); per-epoch accuracy is the subset accuracy (every label right "
                     "at 0.5), val roc_auc the mean per-label ROC-AUC")
 
     def _model(self) -> None:

@@ -104,7 +104,8 @@ class GluonBackend(Backend):
         trainable = [p for p in self.net.collect_params().values() if p.grad_req != "null"]
         self.trainer = mx.gluon.Trainer(trainable, optimizer, kvstore=None)
         self.gradient_changes = gradient_changes(config.optimizer_params)
-        self.loss_fn = MultiLabelLoss(class_weights, self.ctx) if self.multi_label else \
+        self.loss_fn = MultiLabelLoss(class_weights, self.ctx, float(config.loss_params.get(
+            "weight", 1.0))) if self.multi_label else \
             ClassificationLoss(config.loss, config.loss_params, class_weights, self.ctx)
 
     def _probabilities(self, logits) -> np.ndarray:

@@ -88,11 +88,13 @@ class MultiLabelLoss:
     """Multi-label mode: binary cross-entropy of each class's sigmoid on (N, C) multi-hot
     targets, the mean over images and classes, in the numerically stable form
     ``max(z, 0) - z t + log(1 + exp(-|z|))``; ``pos_weight`` (one per class) multiplies
-    the positive term ``t log(1 + exp(-z))`` as PyTorch's ``pos_weight`` does."""
+    the positive term ``t log(1 + exp(-z))`` as PyTorch's ``pos_weight`` does; ``scale``
+    multiplies the loss (Monk's loss ``weight``)."""
 
-    def __init__(self, pos_weight: Optional[np.ndarray], ctx):
+    def __init__(self, pos_weight: Optional[np.ndarray], ctx, scale: float = 1.0):
         self.pos_weight = None if pos_weight is None else \
             nd.array(np.asarray(pos_weight, np.float32)[None, :], ctx=ctx)
+        self.scale = float(scale)
 
     def __call__(self, logits, targets):
         softplus_neg = nd.relu(-logits) + nd.log1p(nd.exp(-nd.abs(logits)))   # log(1 + e^-z)
@@ -101,7 +103,7 @@ class MultiLabelLoss:
         else:
             per_element = (1 - targets) * logits + \
                 (1 + (self.pos_weight - 1) * targets) * softplus_neg
-        return nd.mean(per_element)
+        return self.scale * nd.mean(per_element)
 
 
 class _MXNetOps:

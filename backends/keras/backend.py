@@ -144,7 +144,8 @@ class KerasBackend(Backend):
         self.weight_decay = 0.0 if config.optimizer in DECOUPLED_DECAY else \
             float(params.get("weight_decay") or 0.0)
         self.gradient_changes = gradient_changes(params)
-        self.loss_fn = MultiLabelLoss(class_weights) if self.multi_label else \
+        self.loss_fn = MultiLabelLoss(class_weights, float(config.loss_params.get(
+            "weight", 1.0))) if self.multi_label else \
             ClassificationLoss(config.loss, config.loss_params, class_weights, self.num_classes)
         self._compile_functions()
 

@@ -72,11 +72,13 @@ class ClassificationLoss:
 class MultiLabelLoss:
     """Multi-label mode: binary cross-entropy of each class's sigmoid on (N, C) multi-hot
     targets, the mean over images and classes; ``pos_weight`` (one per class) weighs the
-    positive term (``tf.nn.weighted_cross_entropy_with_logits``), as on PyTorch."""
+    positive term (``tf.nn.weighted_cross_entropy_with_logits``), as on PyTorch; ``scale``
+    multiplies the loss (Monk's loss ``weight``)."""
 
-    def __init__(self, pos_weight: Optional[np.ndarray] = None):
+    def __init__(self, pos_weight: Optional[np.ndarray] = None, scale: float = 1.0):
         self.pos_weight = None if pos_weight is None else \
             tf.constant(np.asarray(pos_weight, np.float32))
+        self.scale = float(scale)
 
     def __call__(self, logits, targets):
         targets = tf.cast(targets, logits.dtype)
@@ -84,7 +86,7 @@ class MultiLabelLoss:
             losses = tf.nn.sigmoid_cross_entropy_with_logits(labels=targets, logits=logits)
         else:
             losses = tf.nn.weighted_cross_entropy_with_logits(targets, logits, self.pos_weight)
-        return tf.reduce_mean(losses)
+        return self.scale * tf.reduce_mean(losses)
 
 
 class _TensorFlowOps:

@@ -97,7 +97,8 @@ class PyTorchBackend(Backend):
                                           config.optimizer_params, groups)
         self.gradient_changes = gradient_changes(config.optimizer_params)
         weights = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
-        self.loss_fn = (MultiLabelLoss(weights) if self.multi_label else
+        scale = float(config.loss_params.get("weight", 1.0))     # Monk's loss weight
+        self.loss_fn = (MultiLabelLoss(weights, scale) if self.multi_label else
                         ClassificationLoss(config.loss, config.loss_params, weights)).to(self.device)
 
     def _probabilities(self, logits: torch.Tensor) -> np.ndarray:

@@ -83,15 +83,17 @@ class ClassificationLoss(nn.Module):
 class MultiLabelLoss(nn.Module):
     """Multi-label mode: binary cross-entropy of each class's sigmoid on float (N, C)
     multi-hot targets, the mean over images and classes; ``pos_weight`` (one per class)
-    weighs the positive term of each class (``BCEWithLogitsLoss(pos_weight=...)``)."""
+    weighs the positive term of each class (``BCEWithLogitsLoss(pos_weight=...)``); ``scale``
+    multiplies the loss (Monk's loss ``weight``)."""
 
-    def __init__(self, pos_weight: Optional[torch.Tensor] = None):
+    def __init__(self, pos_weight: Optional[torch.Tensor] = None, scale: float = 1.0):
         super().__init__()
         self.register_buffer("pos_weight", pos_weight)
+        self.scale = float(scale)
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype),
-                                                  pos_weight=self.pos_weight)
+        return self.scale * F.binary_cross_entropy_with_logits(
+            logits, targets.to(logits.dtype), pos_weight=self.pos_weight)
 
 
 class _TorchOps:
