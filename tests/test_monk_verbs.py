@@ -139,8 +139,9 @@ def test_nested_setting_calls_count_once_and_refusals_are_per_experiment(tiny_da
 
 # ---------------------------------------------------------------------------- 7
 def _kermany_like(root, normal, pneumonia_patients, seed=0):
-    """NORMAL files without patient ids (IM-xxxx-0001 / NORMAL2-IM-...), PNEUMONIA files
-    personN_bacteria_K with 1-3 images per patient, as in the Kermany set."""
+    """NORMAL files without person ids, IM-xxxx-0001.jpeg / NORMAL2-IM-xxxx-0001.jpeg, every
+    fifth study with a second image (IM-xxxx-0001-0001.jpeg); PNEUMONIA files
+    personN_bacteria_K with 1-3 images per patient: as in the Kermany set."""
     from PIL import Image
 
     rng = np.random.default_rng(seed)
@@ -149,6 +150,8 @@ def _kermany_like(root, normal, pneumonia_patients, seed=0):
         name = f"IM-{index:04d}-0001.jpeg" if index % 3 else f"NORMAL2-IM-{index:04d}-0001.jpeg"
         (root / "NORMAL").mkdir(parents=True, exist_ok=True)
         pixels.save(root / "NORMAL" / name)
+        if index % 5 == 0:
+            pixels.save(root / "NORMAL" / name.replace(".jpeg", "-0001.jpeg"))
     count = 0
     for patient in range(1, pneumonia_patients + 1):
         for _ in range(int(rng.integers(1, 4))):
@@ -174,6 +177,7 @@ def test_trainval_split_follows_the_request_on_kermany_like_data(split, tmp_path
     assert summary["split_note"] is None
     train = set(gtf.experiment.data.train.groups)
     assert not train & set(gtf.experiment.data.val.groups)    # no patient on both sides
+    assert "IM-0005-0001" in train | set(gtf.experiment.data.val.groups)   # NORMAL study
 
 
 def test_a_split_the_patients_cannot_give_is_said_requested_vs_achieved(tmp_path):

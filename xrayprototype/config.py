@@ -9,8 +9,11 @@ from typing import Any, Dict, List, Optional, Union
 
 PathOrPaths = Union[None, str, List[str]]
 
-#: Regular expression whose first group names the patient in a file name (Kermany style).
-DEFAULT_GROUP_PATTERN = r"(person\d+)_"
+#: Regular expression whose first group names the patient in a file name (Kermany style):
+#: ``person12_bacteria_3.jpeg`` -> person12; Kermany's NORMAL files carry no person id but a
+#: study id, ``IM-0523-0001[-0002].jpeg`` / ``NORMAL2-IM-1345-0001[-0001].jpeg`` -> the images
+#: of one study (up to 4 in the training set) stay on one side of the split too.
+DEFAULT_GROUP_PATTERN = r"(person\d+(?=_)|(?:NORMAL2-)?IM-\d+-\d+)"
 
 
 @dataclass
