@@ -228,6 +228,9 @@ def test_monk_progress_logs_and_gpu_memory_fraction(backend, tiny_data, tmp_path
     assert gtf.experiment.config.train.display_progress is False   # ..._realtime(False)
     with pytest.warns(UserWarning, match="always keeps the training logs"):
         gtf.update_save_training_logs(False)
+    with pytest.warns(UserWarning, match="always keeps the training logs"):
+        gtf.Training_Params(num_epochs=1, save_training_logs=False,
+                            intermediate_model_prefix="intermediate_model_")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         gtf.update_save_training_logs(True)
