@@ -32,24 +32,24 @@ def remember_refusals(verb):
 
     @functools.wraps(verb)
     def guarded(facade, *args, **kwargs):
-        outermost = not facade.setting_call_depth
-        facade.setting_call_depth += 1
+        outermost = not facade._setting_call_depth
+        facade._setting_call_depth += 1
         try:
             try:
                 signature.bind(facade, *args, **kwargs)
             except TypeError as err:
                 if outermost:
-                    facade.note_refusal(verb.__name__, f"TypeError: {err}")
+                    facade._note_refusal(verb.__name__, f"TypeError: {err}")
                 raise
             result = verb(facade, *args, **kwargs)
         except ConfigError as err:
             if outermost:
-                facade.note_refusal(verb.__name__, f"{type(err).__name__}: {err}")
+                facade._note_refusal(verb.__name__, f"{type(err).__name__}: {err}")
             raise
         finally:
-            facade.setting_call_depth -= 1
+            facade._setting_call_depth -= 1
         if outermost:
-            facade.note_refusal(verb.__name__, None)
+            facade._note_refusal(verb.__name__, None)
         return result
 
     guarded.remembers_refusals = True
@@ -67,9 +67,7 @@ class FacadeBase:
     verbose: int
     workspace_root: Path
     experiment: Optional[Experiment]
-    setting_call_depth: int = 0
-    #: {experiment folder: {verb: the error it raised}}, per facade object
-    refused_settings: Dict[str, Dict[str, str]]
+    _setting_call_depth: int = 0
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -78,13 +76,11 @@ class FacadeBase:
                     and not getattr(value, "remembers_refusals", False):
                 setattr(cls, name, remember_refusals(value))
 
-    def note_refusal(self, verb: str, error: Optional[str]) -> None:
+    def _note_refusal(self, verb: str, error: Optional[str]) -> None:
         """Remember (``error``) or forget (None) a refused ``verb`` of the open experiment."""
         if self.experiment is None:
             return
-        if "refused_settings" not in vars(self):
-            self.refused_settings = {}
-        refused = self.refused_settings.setdefault(str(self.experiment.paths.dir), {})
+        refused = self._refusals_by_experiment().setdefault(str(self.experiment.paths.dir), {})
         if error is None:
             refused.pop(verb, None)
         else:
@@ -94,8 +90,11 @@ class FacadeBase:
         """The open experiment's refused setting verbs and their errors."""
         if self.experiment is None:
             return {}
-        return dict(vars(self).get("refused_settings", {}).get(str(self.experiment.paths.dir),
-                                                               {}))
+        return dict(self._refusals_by_experiment().get(str(self.experiment.paths.dir), {}))
+
+    def _refusals_by_experiment(self) -> Dict[str, Dict[str, str]]:
+        """``{experiment folder: {verb: the error it raised}}`` of this facade object."""
+        return vars(self).setdefault("refusals_by_experiment", {})
 
     def _check_no_refused_settings(self) -> None:
         """Raise, naming each refused setting and its error, when there is one."""

@@ -65,7 +65,7 @@ class ExtraVerbs(FacadeBase):
                        f"{did_you_mean(name, [n for n in dir(type(self)) if is_setting_verb(n)])}"
                        " see List_Transforms(), List_Optimizers(), List_Losses() ...")
             if vars(self).get("experiment") is not None:
-                self.note_refusal(name, f"AttributeError: {message}")
+                self._note_refusal(name, f"AttributeError: {message}")
         raise AttributeError(message)
 
     def Compile_Network(self, network=None, data_shape=None, use_gpu: bool = True,
@@ -101,7 +101,7 @@ class ExtraVerbs(FacadeBase):
         """
         refused = self._refused()
         for verb in refused:
-            self.note_refusal(verb, None)
+            self._note_refusal(verb, None)
         if refused:
             self._say(f"forgotten refused settings: {', '.join(refused)}")
         return refused
