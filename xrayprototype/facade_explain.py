@@ -77,6 +77,10 @@ class ExplanationVerbs(FacadeBase):
         from .error_analysis import TOP_LOSSES_PNG, top_losses
 
         experiment = self._require_experiment()
+        if experiment.multi_label:
+            raise ExperimentError("Top_Losses ranks -log p(true class) of one-label models; "
+                                  "this model is multi-label. Read logs/predictions.csv of "
+                                  "Evaluate() (true and predicted labels, each probability).")
         table = top_losses(experiment, count, method)
         if table.empty:
             self._say("top losses: no image of the evaluation is misclassified.")
