@@ -128,8 +128,8 @@ def test_freeze_layers_holds_through_train_and_an_appended_head_after_model_is_u
     assert state["model"]["trainable_parameters"] == frozen["trainable_parameters"]
 
 
-def test_final_probability_layers_are_left_out_and_a_wrong_width_is_refused(tmp_path, data,
-                                                                          capsys):
+def test_final_probability_layers_are_left_out_and_a_wrong_width_is_refused(
+        tmp_path, data, capsys):
     gtf = _open(tmp_path / "ws", data, "softmax")
     gtf.append_linear(num_neurons=2)
     gtf.append_softmax(final_layer=True)             # softmax would be applied twice
