@@ -100,6 +100,7 @@ class SettingsVerbs(FacadeBase):
             >>> gtf.Model_Params(model_path="workspace/Pneumonia/resnet18/output/models/"
             ...                             "intermediate_model_2")
         """
+        model_path = None if model_path is False else model_path      # Monk's "no path"
         values = dict(model_name=model_name, freeze_base_network=freeze_base_network,
                       use_gpu=use_gpu, use_pretrained=use_pretrained, model_path=model_path,
                       dropout=dropout, gpu_memory_fraction=gpu_memory_fraction)
