@@ -126,6 +126,13 @@ def test_freeze_layers_holds_through_train_and_an_appended_head_after_model_is_u
     assert state["model"]["custom_head"] == ["linear(num_neurons=8)", "tanh",
                                              "linear(num_neurons=2)"]
     assert state["model"]["trainable_parameters"] == frozen["trainable_parameters"]
+    resumed = prototype(verbose=0, workspace=tmp_path / "ws")   # the same network, continued
+    resumed.Prototype("Layers", "order", resume_train=True)
+    resumed.update_num_epochs(2)
+    assert resumed.Train()["epochs_completed"] == 2
+    assert resumed.experiment.state["model"]["custom_head"] == state["model"]["custom_head"]
+    assert resumed.experiment.state["model"]["trainable_parameters"] == \
+        frozen["trainable_parameters"]
 
 
 def test_final_probability_layers_are_left_out_and_a_wrong_width_is_refused(

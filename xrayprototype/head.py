@@ -105,9 +105,11 @@ def check_supported(names: Sequence[str], supported: Optional[Sequence[str]],
         return
     missing = [name for name in names if name not in PASS_THROUGH and name not in supported]
     if missing:
-        raise ConfigError(f"custom-head layer '{missing[0]}' is not built by {backend}; it "
-                          f"builds {', '.join(supported)}. See List_Activations_Transfer_"
-                          "Learning(), or use a backend that has it.")
+        built = f"it builds {', '.join(supported)}" if supported else \
+            "it builds no custom head (capabilities().head_layers is empty)"
+        raise ConfigError(f"custom-head layer '{missing[0]}' is not built by {backend}; "
+                          f"{built}. See List_Activations_Transfer_Learning(), or use a "
+                          "backend that has it.")
 
 
 def describe(layers: Sequence[Dict[str, Any]]) -> List[str]:
