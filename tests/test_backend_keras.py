@@ -101,7 +101,8 @@ def test_capabilities_use_the_canonical_names(backend):
     assert inside == set(caps.models) - {"resnet18", "resnet34"}      # the applications
     assert caps.models["resnet18"].pretrained == ""                  # no ImageNet weights
     assert set(caps.optimizers) == {"sgd", "nesterov_sgd", "adam", "adamw", "rmsprop",
-                                    "adagrad", "adadelta", "adamax"}
+                                    "momentum_rmsprop", "adagrad", "adadelta", "adamax",
+                                    "nesterov_adam", "signum"}
 
 
 def test_unknown_model_suggests_close_names(backend):

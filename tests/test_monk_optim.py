@@ -151,7 +151,7 @@ def _trainable_weights(backend):
 
 
 @pytest.mark.parametrize("backend_name", BACKENDS)
-def test_clipnorm_and_clipvalue_really_clip_a_huge_gradient(backend_name):
+def test_clipnorm_clipvalue_and_dampening_change_a_huge_gradient(backend_name):
     backend = create_backend(backend_name)
     backend.build_model(ModelConfig(model_name="resnet18", use_pretrained=False), 2)
     backend.seed(0)
@@ -179,6 +179,10 @@ def test_clipnorm_and_clipvalue_really_clip_a_huge_gradient(backend_name):
     assert 0.4 < np.linalg.norm(clipped) <= 0.5 + 1e-4
     by_value = update(clipvalue=1e-3)
     assert 0 < np.abs(by_value).max() <= 1e-3 + 1e-7
+    # a first momentum step is the gradient step; damping 0.5 halves it, on every backend
+    damped = update(momentum=0.9, momentum_dampening_rate=0.5)
+    np.testing.assert_allclose(damped, 0.5 * unclipped, rtol=1e-3,
+                               atol=1e-4 * np.abs(unclipped).max())
 
 
 def test_schedule_arguments_last_epoch_plateau_and_learning_rate_decay():
