@@ -7,7 +7,7 @@ Monk's (``optimizer_<name>`` of Monk's PyTorch, Gluon and Keras prototypes); on 
 ``clipnorm`` and ``clipvalue`` clip the gradients (``optim.gradient_changes``), where Monk
 applied them on Keras only.
 """
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Union
 
 from .facade_base import FacadeBase
 
@@ -326,7 +326,8 @@ class OptimizationVerbs(FacadeBase):
 
     def lr_plateau_decrease(self, mode: str = "min", factor: float = 0.1, patience: int = 10,
                             verbose: bool = False, threshold: float = 1e-4,
-                            threshold_mode: str = "rel", cooldown: int = 0, min_lr: float = 0.0,
+                            threshold_mode: str = "rel", cooldown: int = 0,
+                            min_lr: Union[float, List[float]] = 0.0,
                             epsilon: float = 1e-8):
         """Multiply the rate by ``factor`` when the validation loss (or accuracy) stalls for
         more than ``patience`` epochs (``torch.optim.lr_scheduler.ReduceLROnPlateau``'s rules,
@@ -342,12 +343,15 @@ class OptimizationVerbs(FacadeBase):
             threshold_mode: "rel" (beyond ``best * (1 - threshold)`` in "min" mode) or "abs"
                 (beyond ``best - threshold``).
             cooldown: epochs after a decrease that are not counted, an integer >= 0.
-            min_lr: the rate never goes below this, >= 0.
+            min_lr: the rate never goes below this, >= 0 (Monk's per-group list is taken
+                when all its values are equal: one rate drives every group here).
             epsilon: a decrease smaller than this is skipped, >= 0.
 
         Example:
             >>> gtf.lr_plateau_decrease(factor=0.1, patience=2)
         """
+        if isinstance(min_lr, (list, tuple)) and len(set(min_lr)) == 1:
+            min_lr = min_lr[0]
         self._set_schedule("plateau_decrease", factor=factor, patience=patience,
                            threshold=threshold, min_lr=min_lr, mode=mode,
                            threshold_mode=threshold_mode, cooldown=cooldown, epsilon=epsilon,
