@@ -244,3 +244,37 @@ def test_every_declared_head_layer_builds_predicts_and_reloads(tmp_path, backend
     assert files
     subject.load(tmp_path / "model")
     np.testing.assert_allclose(subject.predict(images), first, atol=1e-6)
+
+
+#: parameters that make each activation's shape visible on [-3, 3]
+SHAPED = {"alpha": 0.7, "lambd": 0.5, "min_val": -0.5, "max_val": 1.2, "negative_slope": 0.1,
+          "lower": 0.1, "upper": 0.3, "beta": 1.5, "value": -1.0}
+
+
+@pytest.mark.skipif(not is_installed("pytorch"), reason="pytorch is the reference")
+@pytest.mark.parametrize("backend", BACKENDS[1:])
+def test_each_activation_computes_the_same_function_as_on_pytorch(backend):
+    """One meaning on every backend: each activation a backend declares gives PyTorch's
+    values (in evaluation mode) on the same inputs and parameters."""
+    import torch
+
+    from xrayprototype.backends.pytorch.heads import LAYERS
+    from xrayprototype.validation import HEAD_LAYER_SETTINGS
+
+    x = np.linspace(-3, 3, 49, dtype=np.float32).reshape(1, 49)
+    if backend == "gluon":
+        from xrayprototype.backends.gluon.heads import ACTIVATIONS, mx
+
+        def run(name, params):
+            return ACTIVATIONS[name](mx.nd, mx.nd.array(x), params).asnumpy()
+    else:
+        from xrayprototype.backends.keras.heads import ACTIVATIONS, HeadActivation
+
+        def run(name, params):
+            return np.asarray(HeadActivation(name, params)(x, training=False))
+    for name in ACTIVATIONS:
+        params = {key: SHAPED.get(key, 0.5) for key in HEAD_LAYER_SETTINGS[name]}
+        params.update({"threshold": 2.0} if name == "softplus" else {})
+        expected = LAYERS[name](params).eval()(torch.from_numpy(x)).detach().numpy()
+        np.testing.assert_allclose(run(name, params), expected, rtol=1e-5, atol=1e-5,
+                                   err_msg=f"{name} {params}")

@@ -25,7 +25,8 @@ ACTIVATIONS: Dict[str, Callable] = {
     "relu6": lambda F, x, p: F.clip(x, 0, 6),
     "selu": lambda F, x, p: F.LeakyReLU(x, act_type="selu"),
     "sigmoid": lambda F, x, p: F.sigmoid(x),
-    "softplus": lambda F, x, p: F.Activation(p["beta"] * x, act_type="softrelu") / p["beta"],
+    "softplus": lambda F, x, p: F.where(p["beta"] * x > p["threshold"], x, F.Activation(
+        p["beta"] * x, act_type="softrelu") / p["beta"]),        # linear above the threshold
     "softshrink": lambda F, x, p: F.sign(x) * F.relu(F.abs(x) - p["lambd"]),
     "softsign": lambda F, x, p: F.softsign(x),
     "softmin": lambda F, x, p: F.softmax(-x, axis=1),
