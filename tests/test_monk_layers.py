@@ -240,6 +240,9 @@ def test_every_declared_head_layer_builds_predicts_and_reloads(tmp_path, backend
     first = subject.predict(images)
     assert first.shape == (2, 2) and np.all(np.isfinite(first))
     np.testing.assert_allclose(first.sum(axis=1), 1.0, atol=1e-5)
+    # explanations read the pooled features before the whole head, and the class scores
+    assert subject.penultimate_features(images).shape == (2, FEATURES)
+    assert subject.layer_gradients(images, np.array([0, 1])).scores.shape == (2, 2)
     files = subject.save(tmp_path / "model")
     assert files
     subject.load(tmp_path / "model")

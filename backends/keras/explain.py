@@ -135,7 +135,9 @@ class Explainer:
     def penultimate_features(self, images: np.ndarray) -> np.ndarray:
         """float64 (N, D): the head's input (the pooled features), in inference mode."""
         if self._features_function is None:
-            layers = self.before + [self.base] + self.after[:-1]   # all but the head
+            layers = self.before + [self.base] + [      # all but the head (a custom head's
+                layer for layer in self.after              # layers included: heads.py)
+                if layer.name != "head" and not layer.name.startswith("head_")]
             self._features_function = tf.function(lambda x: _apply(layers, x),
                                                   reduce_retracing=True)
         with tf.device(self.device):
