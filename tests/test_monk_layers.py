@@ -155,6 +155,22 @@ def test_final_probability_layers_are_left_out_and_a_wrong_width_is_refused(
         gtf.Model()
 
 
+def test_a_notebook_run_again_appends_its_head_once(tmp_path, data, capsys):
+    def run_notebook():
+        gtf = _open(tmp_path / "ws", data, "rerun", dataset=False)
+        gtf.Model_Params(model_name="resnet18", use_pretrained=False)
+        gtf.append_linear(num_neurons=8)
+        gtf.append_linear(final_layer=True)
+        return gtf.experiment.config.model.custom_head
+
+    first = run_notebook()
+    assert run_notebook() == first and len(first) == 2      # replaced, not refused or doubled
+    assert "the one saved with this experiment (linear(num_neurons=8), linear(num_neurons=" \
+           "None)) is replaced" in capsys.readouterr().out
+    kept = _open(tmp_path / "ws", data, "rerun", dataset=False)   # no append: the saved head
+    assert kept.experiment.config.model.custom_head == first
+
+
 @pytest.fixture(scope="module")
 def opened(tmp_path_factory, data):
     return _open(tmp_path_factory.mktemp("ws"), data, "ranges", dataset=False)

@@ -17,6 +17,7 @@ Example:
     >>> gtf.append_linear(final_layer=True)
     >>> gtf.Train()
 """
+import weakref
 from typing import Any, Dict, List, Optional, Sequence
 
 from .errors import ConfigError
@@ -24,15 +25,24 @@ from .facade_base import FacadeBase
 from .head import HEAD_ACTIVATIONS, HEAD_LAYERS, PASS_THROUGH, check_supported, describe
 
 
+#: experiments (as opened by one Prototype call) whose custom head was started by an append
+_STARTED_HERE = weakref.WeakSet()
+
+
 def append_layer(verbs: FacadeBase, name: str, params: Dict[str, Any],
                  final_layer: bool) -> None:
-    """Append one layer to the open experiment's custom head (checked, all or nothing)."""
+    """Append one layer to the open experiment's custom head (checked, all or nothing). As in
+    Monk, where Prototype starts with no appended layers, the first append after Prototype
+    starts a new head: a head saved with a reopened experiment is replaced, and that is said
+    (a notebook run again appends its layers once, not twice)."""
     experiment = verbs._require_experiment()
     if experiment.mode != "train":
         raise ConfigError(f"append_{name}: the network of an experiment opened with "
                           f"{experiment.mode} is fixed by its saved weights; use copy_from="
                           "[project, experiment] to train a variant with another head.")
     head = list(experiment.config.model.custom_head or [])
+    replaced = describe(head) if head and experiment not in _STARTED_HERE else None
+    head = [] if replaced else head
     if head and head[-1]["final_layer"]:
         raise ConfigError(f"cannot append {name}: append_{head[-1]['name']}(final_layer=True) "
                           "ended the custom head; call reset_custom_head() to build it again.")
@@ -40,6 +50,10 @@ def append_layer(verbs: FacadeBase, name: str, params: Dict[str, Any],
                     f"backend '{experiment.backend_name}'")
     head.append({"name": name, "params": params, "final_layer": final_layer})
     verbs._update(model={"custom_head": head})
+    _STARTED_HERE.add(experiment)
+    if replaced:
+        verbs._say(f"custom head: the one saved with this experiment ({', '.join(replaced)}) "
+                   "is replaced by the layers appended after Prototype")
     shown = describe(experiment.config.model.custom_head)
     verbs._say(f"custom head: {' -> '.join(shown)}{' (final)' if final_layer else ''}")
 
