@@ -29,8 +29,8 @@ class EvaluationVerbs(FacadeBase):
         best model is evaluated on the validation split. After ``Model_Params(model_path=...)``
         in eval_infer mode the chosen saved model is evaluated, and its figures go to
         ``evaluation_of_other_models[<model>]`` (``evaluation`` stays the best model's). A
-        decision threshold set by ``Select_Threshold`` / ``update_decision_threshold`` decides the predicted class.
-        Sensitivity and specificity are those of the positive class for two classes, the
+        decision threshold set by ``Select_Threshold`` / ``update_decision_threshold``
+        decides the predicted class. Sensitivity and specificity are those of the positive class for two classes, the
         macro averages over classes otherwise.
 
         A multi-label model (several labels per image) is evaluated per label at each
