@@ -30,8 +30,8 @@ class EvaluationVerbs(FacadeBase):
         in eval_infer mode the chosen saved model is evaluated, and its figures go to
         ``evaluation_of_other_models[<model>]`` (``evaluation`` stays the best model's). A
         decision threshold set by ``Select_Threshold`` / ``update_decision_threshold``
-        decides the predicted class. Sensitivity and specificity are those of the positive class for two classes, the
-        macro averages over classes otherwise.
+        decides the predicted class. Sensitivity and specificity are those of the positive
+        class for two classes, the macro averages over classes otherwise.
 
         A multi-label model (several labels per image) is evaluated per label at each
         label's threshold (0.5, or those of ``Select_Threshold`` / ``update_decision_threshold``):
