@@ -94,7 +94,8 @@ def test_unknown_schedule_is_refused_with_a_suggestion():
 # ---------------------------------------------------------------------------- parameters
 def test_checked_params_merges_defaults():
     assert checked_params(OPTIMIZERS, "optimizer", "sgd", {"momentum": 0.9}) == \
-        {"momentum": 0.9, "weight_decay": 0.0}
+        {"momentum": 0.9, "weight_decay": 0.0, "momentum_dampening_rate": 0.0, "clipnorm": 0.0,
+         "clipvalue": 0.0}
     assert checked_params(LOSSES, "loss", "focal", {})["gamma"] == 2.0
 
 

@@ -150,8 +150,8 @@ def checked_params(table: Dict[str, Dict[str, Any]], kind: str, name: str,
     outside ``PARAMETER_RULES[kind]``, raise.
 
     Example:
-        >>> checked_params(OPTIMIZERS, "optimizer", "sgd", {"momentum": 0.9})
-        {'momentum': 0.9, 'weight_decay': 0.0}
+        >>> checked_params(OPTIMIZERS, "optimizer", "adadelta", {"rho": 0.95})
+        {'rho': 0.95, 'epsilon': 1e-06, 'weight_decay': 0.0, 'clipnorm': 0.0, 'clipvalue': 0.0}
     """
     if name not in table:
         raise unknown_name(kind, name, table)
