@@ -208,7 +208,7 @@ class LayerVerbs(FacadeBase):
         self._update(model={"freeze_layers": num, "freeze_base_network": False})
         try:
             return self._frozen_report(experiment, num)
-        except ConfigError:
+        except Exception:       # e.g. too large a num, or missing weights: nothing changes
             self._update(model=before)
             raise
 
