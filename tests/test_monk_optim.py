@@ -36,8 +36,10 @@ def _by_hand(name, params):
     bce = -(t * np.log(sigmoid) + (1 - t) * np.log(1 - sigmoid)).mean(1)
     margin = params.get("margin", 1.0)
     other = [[c for c in range(3) if c != y[i]] for i in range(n)]
-    multimargin = lambda power, m: np.array([sum(max(0.0, m - z[i, y[i]] + z[i, c]) ** power
-                                                 for c in other[i]) / 3 for i in range(n)])
+
+    def multimargin(power, m):
+        return np.array([sum(max(0.0, m - z[i, y[i]] + z[i, c]) ** power for c in other[i]) / 3
+                         for i in range(n)])
     rho = params.get("threshold_for_mean_estimator", 1.0)
     x = np.abs(p - t)
     return {

@@ -88,7 +88,8 @@ class LossVerbs(FacadeBase):
                        label_smoothing=smoothing_amount(label_smoothing))
 
     def loss_sigmoid_binary_crossentropy(self, weight: Weight = None, batch_axis: int = 0):
-        """Binary cross-entropy of each class's sigmoid against the one-hot label, the mean over classes.
+        """Binary cross-entropy of each class's sigmoid against the one-hot label, the mean
+        over classes.
 
         Args:
             weight: a number scales the loss; a list gives one weight per class.
@@ -254,7 +255,8 @@ class LossVerbs(FacadeBase):
         """
         self._set_loss("multimargin", None, weight, dict(batch_axis=batch_axis), margin=margin)
 
-    def loss_squared_multimargin(self, weight: Weight = None, batch_axis: int = 0, margin: float = 1.0):
+    def loss_squared_multimargin(self, weight: Weight = None, batch_axis: int = 0,
+                                 margin: float = 1.0):
         """Multi-class margin loss with squared terms (``torch`` MultiMarginLoss, p=2).
 
         Args:
@@ -265,7 +267,8 @@ class LossVerbs(FacadeBase):
         Example:
             >>> gtf.loss_squared_multimargin(margin=1.0)
         """
-        self._set_loss("squared_multimargin", None, weight, dict(batch_axis=batch_axis), margin=margin)
+        self._set_loss("squared_multimargin", None, weight, dict(batch_axis=batch_axis),
+                       margin=margin)
 
     def loss_focal(self, gamma: float = 2.0, alpha: Optional[List[float]] = None,
                    label_smoothing: float = 0.0, class_weights=None):

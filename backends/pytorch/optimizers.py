@@ -2,8 +2,9 @@
 
 Weight decay is the L2 term that ``torch.optim`` adds to the gradients, except for ``adamw``
 (decoupled). Gradient clipping and momentum damping (``optim.gradient_changes``) are applied
-by the backend's train step, Adagrad's ``learning_rate_decay`` by the core's schedule. Parameter names are the core's (``beta1``, ``decay_rate``...), resolved with
-every default by ``xrayprototype.optim.resolved``.
+by the backend's train step, Adagrad's ``learning_rate_decay`` by the core's schedule.
+Parameter names are the core's (``beta1``, ``decay_rate``...), resolved with every default by
+``xrayprototype.optim.resolved``.
 
 Example:
     >>> optimizer = create_optimizer("sgd", 0.01, {"momentum": 0.9, "weight_decay": 0.0},
