@@ -1,6 +1,8 @@
 """Monk's custom head (append_* layers and activations), List_Layers_Transfer_Learning /
 List_Activations_Transfer_Learning and Freeze_Layers(num=), called the way Monk's "adding
-custom layers" tutorials call them, on every installed backend."""
+custom layers" tutorials call them, on every installed backend. That every layer a backend
+declares builds, trains, saves and loads is the shipped contract check ``custom_head``
+(``xrayprototype/_head_checks.py``, run by tests/test_backend_contract.py)."""
 import json
 
 import numpy as np
@@ -219,50 +221,6 @@ def test_list_verbs_name_existing_verbs_and_a_layer_the_backend_lacks_is_refused
     assert "append_rrelu" not in gluon.List_Activations_Transfer_Learning()
     with pytest.raises(ConfigError, match="'rrelu' is not built by backend 'gluon'"):
         gluon.append_rrelu()
-
-
-#: a value for every parameter any head layer takes
-PARAMETERS = {"alpha": 1.0, "lambd": 0.1, "min_val": -1.0, "max_val": 1.0,
-              "negative_slope": 0.01, "num_parameters": 1, "init": 0.25, "lower": 0.1,
-              "upper": 0.3, "beta": 1.0, "threshold": -5.0, "value": 0.0, "probability": 0.1}
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_every_declared_head_layer_builds_predicts_and_reloads(tmp_path, backend):
-    """One head chaining every layer the backend declares in capabilities().head_layers
-    (each between linear layers): class probabilities come out, and the saved model loads
-    back with the same predictions (the activations are serialisable)."""
-    from xrayprototype.backend import create_backend
-    from xrayprototype.config import ModelConfig
-    from xrayprototype.head import PASS_THROUGH
-    from xrayprototype.validation import HEAD_LAYER_SETTINGS, checked_head
-
-    subject = create_backend(backend)
-    declared = subject.capabilities().head_layers
-    assert set(declared) <= set(HEAD_LAYER_SETTINGS) and "linear" in declared
-    specs = []
-    for name in [n for n in declared if n != "linear"] + list(PASS_THROUGH):
-        params = {key: PARAMETERS[key] for key in HEAD_LAYER_SETTINGS[name]}
-        params.update({"threshold": 20.0} if name == "softplus" else {})
-        specs += [{"name": "linear", "params": {"num_neurons": 8}},
-                  {"name": name, "params": params}]
-    specs.append({"name": "linear", "params": {"num_neurons": None}, "final_layer": True})
-    subject.seed(0)
-    subject.build_model(ModelConfig("resnet18", use_pretrained=False,
-                                    custom_head=checked_head(specs)), 2)
-    shape = (2, 3, 32, 32) if subject.capabilities().layout == "NCHW" else (2, 32, 32, 3)
-    images = np.random.default_rng(0).random(shape, dtype=np.float32)
-    first = subject.predict(images)
-    assert first.shape == (2, 2) and np.all(np.isfinite(first))
-    np.testing.assert_allclose(first.sum(axis=1), 1.0, atol=1e-5)
-    # explanations read the pooled features before the whole head, and the class scores
-    assert subject.penultimate_features(images).shape == (2, FEATURES)
-    assert subject.layer_gradients(images, np.array([0, 1])).scores.shape == (2, 2)
-    files = subject.save(tmp_path / "model")
-    assert files
-    subject.load(tmp_path / "model")
-    np.testing.assert_allclose(subject.predict(images), first, atol=1e-6)
 
 
 #: parameters that make each activation's shape visible on [-3, 3]

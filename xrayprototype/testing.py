@@ -5,9 +5,9 @@ so that a new backend can run them on itself.
 batches and checks what the core relies on: probabilities, losses and their formulas, every
 declared optimizer and model, save / load round trips, frozen layers, seeding; the checks for
 optional mechanics (``soft_targets``, ``layer_freezing``, ``discriminative_lr``,
-``explanations``, ``visualization``) run when ``capabilities()`` declares them. A failing check raises
-AssertionError naming the check and the backend. Everything runs on the CPU; no pretrained
-weights are needed.
+``explanations``, ``visualization``, ``head_layers``) run when ``capabilities()`` declares
+them. A failing check raises AssertionError naming the check and the backend. Everything
+runs on the CPU; no pretrained weights are needed.
 
 Importing this module imports no framework: the checks use the class they are given.
 
@@ -38,6 +38,7 @@ from ._backend_checks import (
 from ._explain_checks import (check_layer_gradients_are_the_class_scores,
                               check_layer_gradients_of_a_named_layer,
                               check_penultimate_features_feed_the_head, check_spatial_layers)
+from ._head_checks import check_custom_head
 from ._visualize_checks import check_conv_kernels_and_feature_maps, check_export_model
 from .backend import Backend, Capabilities
 from .config import ModelConfig, OptimConfig
@@ -315,6 +316,7 @@ CHECKS: Tuple[Check, ...] = (
     Check("conv_kernels_and_feature_maps", check_conv_kernels_and_feature_maps,
           needs="visualization"),
     Check("export_model", check_export_model, folder=True, needs="visualization"),
+    Check("custom_head", check_custom_head, folder=True, needs="head_layers"),
     Check("declared_models", check_declared_models),
 )
 CHECK_NAMES: Tuple[str, ...] = tuple(check.name for check in CHECKS)
