@@ -336,7 +336,10 @@ class LossVerbs(FacadeBase):
         Example:
             >>> "plateau_decrease" in gtf.List_Schedulers()
         """
-        self._capabilities(backend)             # an unknown backend name is refused
+        if backend is not None:
+            from .backend import canonical_backend_name
+
+            canonical_backend_name(backend)       # an unknown backend name is refused
         names = list(SCHEDULES)
         self._say("learning-rate schedulers: " + ", ".join(f"lr_{n}" for n in names))
         return names
