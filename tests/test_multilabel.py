@@ -237,3 +237,23 @@ def test_img_thresh_on_a_single_label_model_is_refused(tmp_path):
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(image)
     with pytest.raises(ConfigError, match="img_thresh applies to multi-label models"):
         gtf.Infer(img_name=str(image), img_thresh=0.5)
+
+
+def test_detected_multi_label_is_said_and_settings_are_checked(multilabel_data, tmp_path, capsys):
+    train = multilabel_data["train"]
+    gtf = prototype(verbose=1, workspace=tmp_path / "ws")
+    gtf.Prototype("MultiLabel", "settings")
+    gtf.Dataset_Params(dataset_path=str(train / "images"), path_to_csv=str(train / "labels.csv"))
+    summary = gtf.Dataset()
+    out = capsys.readouterr().out
+    assert "multi-label data" in out and "multi_label=False" in out
+    assert summary["multi_label"] and summary["train_class_counts"]["Effusion"] > 0
+    with pytest.raises(ConfigError, match="label_delimiter"):
+        gtf.Dataset_Params(label_delimiter=", ")
+    with pytest.raises(ConfigError, match="multi_label"):
+        gtf.Dataset_Params(multi_label="yes")
+    gtf.Dataset_Params(multi_label=False)        # each cell one class: no multi-label mode
+    assert gtf.Dataset()["multi_label"] is False
+    state = json.loads((tmp_path / "ws" / "MultiLabel" / "settings" / "experiment.json")
+                       .read_text())
+    assert state["multi_label"] is False and state["config"]["data"]["multi_label"] is False
