@@ -28,10 +28,10 @@ def _softmax(z):
     return e / e.sum(1, keepdims=True)
 
 
-def _by_hand(name, params):
+def _by_hand(name, params, z=LOGITS):
     """Per-image values of each loss, written out independently of xrayprototype.losses."""
-    z, y = LOGITS, LABELS
-    t, p, n = np.eye(3)[y], _softmax(LOGITS), len(y)
+    y = LABELS
+    t, p, n = np.eye(3)[y], _softmax(z), len(y)
     sigmoid = 1 / (1 + np.exp(-z))
     bce = -(t * np.log(sigmoid) + (1 - t) * np.log(1 - sigmoid)).mean(1)
     margin = params.get("margin", 1.0)
@@ -57,42 +57,71 @@ def _by_hand(name, params):
     }[name]
 
 
-def _backend_loss(backend, name, params, class_weights):
-    z, y = LOGITS.astype(np.float32), LABELS
+def _backend_loss(backend, name, params, class_weights, logits=LOGITS):
+    """(loss value, d loss / d logits) from the backend's loss, through its autograd."""
+    z, y = logits.astype(np.float32), LABELS
     if backend == "pytorch":
         import torch
         from xrayprototype.backends.pytorch.losses import ClassificationLoss
         weights = None if class_weights is None else torch.tensor(class_weights,
                                                                   dtype=torch.float32)
-        return float(ClassificationLoss(name, params, weights)(torch.tensor(z), torch.tensor(y)))
+        x = torch.tensor(z, requires_grad=True)
+        value = ClassificationLoss(name, params, weights)(x, torch.tensor(y))
+        value.backward()
+        return float(value), x.grad.numpy()
     if backend == "gluon":
         from xrayprototype.backends.gluon.losses import ClassificationLoss, mx, nd
-        return float(ClassificationLoss(name, params, class_weights, mx.cpu())(
-            nd.array(z), nd.array(y)).asscalar())
+        x = nd.array(z)
+        x.attach_grad()
+        with mx.autograd.record():
+            value = ClassificationLoss(name, params, class_weights, mx.cpu())(x, nd.array(y))
+        value.backward()
+        return float(value.asscalar()), x.grad.asnumpy()
     import tensorflow as tf
     from xrayprototype.backends.keras.losses import ClassificationLoss
-    return float(ClassificationLoss(name, params, class_weights, 3)(tf.constant(z),
-                                                                    tf.constant(y)))
+    x = tf.Variable(z)
+    with tf.GradientTape() as tape:
+        value = ClassificationLoss(name, params, class_weights, 3)(x, tf.constant(y))
+    return float(value), tape.gradient(value, x).numpy()
 
 
-MONK_LOSS_ARGS = {"huber": {"threshold_for_mean_estimator": 0.5}, "hinge": {"margin": 2.0},
+def _numeric_gradient(function, z, step=1e-5):
+    gradient = np.zeros_like(z)
+    for index in np.ndindex(*z.shape):
+        up, down = z.copy(), z.copy()
+        up[index] += step
+        down[index] -= step
+        gradient[index] = (function(up) - function(down)) / (2 * step)
+    return gradient
+
+
+MONK_LOSS_ARGS = {"huber": {"threshold_for_mean_estimator": 0.5}, "hinge": {"margin": 1.5},
                   "multimargin": {"margin": 0.5}, "poisson_nll": {"log_pre_applied": True},
                   "l2": {"weight": 3.0}}
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_every_loss_equals_its_numpy_computation_with_and_without_class_weights(backend):
+def test_every_loss_and_its_gradient_equal_a_numpy_computation_with_and_without_class_weights(
+        backend):
     for name in LOSSES:
         if name in ("softmax_crossentropy", "focal"):
             continue
         params = checked_params(LOSSES, "loss", name, MONK_LOSS_ARGS.get(name, {}))
-        per_image = _by_hand(name, params)
         weights = CLASS_WEIGHTS[LABELS]
-        expected = (per_image.mean() * params["weight"],
-                    (per_image * weights).sum() / weights.sum() * params["weight"])
-        got = (_backend_loss(backend, name, params, None),
-               _backend_loss(backend, name, params, CLASS_WEIGHTS))
-        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6, err_msg=name)
+
+        def expected(z, weighted):
+            per_image = _by_hand(name, params, z)
+            mean = (per_image * weights).sum() / weights.sum() if weighted else per_image.mean()
+            return mean * params["weight"]
+
+        for weighted in (False, True):
+            value, gradient = _backend_loss(backend, name, params,
+                                            CLASS_WEIGHTS if weighted else None)
+            np.testing.assert_allclose(value, expected(LOGITS, weighted), rtol=1e-4, atol=1e-6,
+                                       err_msg=name)
+            numeric = _numeric_gradient(lambda z: expected(z, weighted), LOGITS)
+            np.testing.assert_allclose(gradient, numeric, rtol=1e-3, atol=2e-5,
+                                       err_msg=f"gradient of {name}")
 
 
 def _trajectory(backend, name, params, steps=6):
