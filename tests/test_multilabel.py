@@ -179,6 +179,10 @@ def test_train_evaluate_infer_reopen(trained, multilabel_data):
         assert set(per_label[label]) >= {"num_labels", "num_correct", "accuracy(%)"}
     assert set(evaluation["macro_avg"]) >= {"roc_auc", "sensitivity", "specificity"}
     assert 0.0 <= monk_accuracy <= 100.0
+    logs = Path(trained["workspace"]) / "MultiLabel" / trained["backend"] / "logs"
+    assert evaluation["files"] == ["roc.png", "predictions.csv"] and (logs / "roc.png").is_file()
+    table = (logs / "predictions.csv").read_text().splitlines()
+    assert len(table) == 41 and "true_labels" in table[0] and "p_Nodule" in table[0]
     # Infer: Monk's keys; img_thresh decides which labels are predicted
     image = sorted((test / "images").iterdir())[0]
     result = gtf.Infer(img_name=str(image))

@@ -37,9 +37,11 @@ class EvaluationVerbs(FacadeBase):
         label's threshold (0.5, or those of ``Select_Threshold`` / ``update_decision_threshold``):
         ROC-AUC, PR-AUC, sensitivity, specificity, precision, F1 and support per label, their
         macro and micro averages, subset accuracy (every label right) and label accuracy, in
-        the report and ``experiment.json``; it returns Monk's multi-label figures: the share
-        of true labels predicted (%), and per label ``{"num_labels", "num_correct",
-        "accuracy", "accuracy(%)"}``. Only ``predictions.csv`` is written for it.
+        the report and ``experiment.json``, one ROC curve per label in ``logs/roc.png`` and
+        ``logs/predictions.csv`` (no confusion matrix, reliability diagram or bootstrap
+        intervals yet); it returns Monk's multi-label figures: the share of true labels
+        predicted (%), and per label ``{"num_labels", "num_correct", "accuracy",
+        "accuracy(%)"}``.
 
         Args:
             tta: test-time augmentation, the mean probability of each image and its

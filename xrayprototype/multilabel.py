@@ -260,4 +260,9 @@ def evaluate_multilabel(probabilities: np.ndarray, targets: np.ndarray, files: L
     table["tta"] = bool(tta)
     table.to_csv(logs_dir / "predictions.csv", index=False)
     metrics["files"] = ["predictions.csv"]
+    if metrics["roc_auc"] is not None:         # one ROC curve per label
+        from .plots import roc_plot
+
+        roc_plot(truth, probabilities, classes, logs_dir / "roc.png")
+        metrics["files"].insert(0, "roc.png")
     return metrics

@@ -62,15 +62,17 @@ def confusion_matrix_plot(matrix, classes: List[str], path: Path) -> Path:
 
 
 def roc_plot(y_true, probabilities, classes: List[str], path: Path) -> Path:
-    """One-vs-rest ROC curve per class (only the positive class for two classes)."""
+    """One-vs-rest ROC curve per class (only the positive class for two classes); with
+    (N, classes) multi-hot ``y_true`` (multi-label) one curve per label."""
     from sklearn.metrics import roc_auc_score, roc_curve
 
     plt = _pyplot()
     y_true, probabilities = np.asarray(y_true), np.asarray(probabilities)
     fig, axis = plt.subplots(figsize=(5, 5))
-    targets = [1] if len(classes) == 2 else range(len(classes))
+    multi_hot = y_true.ndim == 2
+    targets = [1] if len(classes) == 2 and not multi_hot else range(len(classes))
     for k in targets:
-        positives = (y_true == k).astype(int)
+        positives = (y_true[:, k] > 0.5 if multi_hot else y_true == k).astype(int)
         if positives.min() == positives.max():
             continue
         fpr, tpr, _ = roc_curve(positives, probabilities[:, k])
