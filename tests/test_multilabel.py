@@ -178,6 +178,12 @@ def test_train_evaluate_infer_reopen(trained, multilabel_data):
         assert evaluation["per_label"][label]["threshold"] == 0.5
         assert set(per_label[label]) >= {"num_labels", "num_correct", "accuracy(%)"}
     assert set(evaluation["macro_avg"]) >= {"roc_auc", "sensitivity", "specificity"}
+    intervals = evaluation["intervals"]
+    low, high = intervals["macro"]
+    assert low <= evaluation["macro_avg"]["roc_auc"] <= high
+    for label in LABELS:
+        low, high = intervals["per_label"][label]
+        assert low <= evaluation["per_label"][label]["roc_auc"] <= high
     assert 0.0 <= monk_accuracy <= 100.0
     logs = Path(trained["workspace"]) / "MultiLabel" / trained["backend"] / "logs"
     assert evaluation["files"] == ["roc.png", "predictions.csv"] and (logs / "roc.png").is_file()

@@ -38,8 +38,8 @@ class EvaluationVerbs(FacadeBase):
         ROC-AUC, PR-AUC, sensitivity, specificity, precision, F1 and support per label, their
         macro and micro averages, subset accuracy (every label right) and label accuracy, in
         the report and ``experiment.json``, one ROC curve per label in ``logs/roc.png`` and
-        ``logs/predictions.csv`` (no confusion matrix, reliability diagram or bootstrap
-        intervals yet); it returns Monk's multi-label figures: the share of true labels
+        ``logs/predictions.csv``, with 95% stratified bootstrap intervals of each label's and
+        the macro ROC-AUC (no confusion matrix or reliability diagram yet); it returns Monk's multi-label figures: the share of true labels
         predicted (%), and per label ``{"num_labels", "num_correct", "accuracy",
         "accuracy(%)"}``.
 

@@ -225,16 +225,54 @@ def report_lines(metrics: Dict, logs_dir) -> List[str]:
                      f"{_figure(row.get('pr_auc')):>6} {'':>6} {_figure(row['sensitivity']):>6} "
                      f"{_figure(row['specificity']):>6} {_figure(row['precision']):>6} "
                      f"{_figure(row['f1']):>6}")
+    intervals = metrics.get("intervals")
+    if intervals:
+        def span(found):
+            return "-" if not found else f"{found[0]:.3f}-{found[1]:.3f}"
+
+        labels = "; ".join(f"{name} {span(found)}"
+                           for name, found in intervals["per_label"].items())
+        lines.append(f"  ROC-AUC {100 * intervals['level']:g}% CI ({intervals['method']}, "
+                     f"{intervals['resamples']} resamples, seed {intervals['seed']}): {labels}; "
+                     f"macro {span(intervals['macro'])}")
     lines.append(f"  saved in {logs_dir}: {', '.join(metrics.get('files', []))}")
     return lines
 
 
+def auc_intervals(targets: np.ndarray, probabilities: np.ndarray, classes: List[str],
+                  seed: int = 0) -> Dict:
+    """Stratified bootstrap intervals (``intervals.bootstrap_interval``, seeded) of each
+    label's ROC-AUC (resampled within its positives and negatives) and of the macro mean
+    (images resampled within their rarest label): ``{"level", "resamples", "method", "seed",
+    "per_label": {label: [low, high] or None}, "macro": [low, high] or None}``."""
+    from .intervals import LEVEL, METHOD, RESAMPLES, bootstrap_interval
+    from .metrics import rows_roc_auc
+
+    truth = (np.asarray(targets) > 0.5).astype(np.int64)
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    per_label = {name: bootstrap_interval(rows_roc_auc, truth[:, k], probabilities[:, k],
+                                          seed=seed, batched=True)["interval"]
+                 for k, name in enumerate(classes)}
+    frequency = truth.sum(axis=0)
+    rarest = np.where(truth > 0, frequency[None, :], np.inf).argmin(axis=1)
+
+    def macro(_, t, p):
+        return np.nanmean([rows_roc_auc(t[..., k], p[..., k]) for k in range(t.shape[-1])],
+                          axis=0)
+
+    found = bootstrap_interval(macro, rarest, truth, probabilities, seed=seed, batched=True)
+    return {"level": LEVEL, "resamples": RESAMPLES, "method": METHOD, "seed": int(seed),
+            "per_label": per_label, "macro": found["interval"]}
+
+
 def evaluate_multilabel(probabilities: np.ndarray, targets: np.ndarray, files: List[str],
                         classes: List[str], logs_dir, thresholds: np.ndarray,
-                        threshold_record: Optional[Dict] = None, tta: bool = False) -> Dict:
+                        threshold_record: Optional[Dict] = None, tta: bool = False,
+                        seed: int = 0) -> Dict:
     """``multilabel_metrics`` at ``thresholds`` plus Monk's per-class dict and overall
-    figure; writes ``predictions.csv`` (file, true and predicted labels, each label's
-    probability and threshold) into ``logs_dir``."""
+    figure and the ROC-AUC intervals (``auc_intervals`` with ``seed``); writes
+    ``predictions.csv`` (file, true and predicted labels, each label's probability and
+    threshold) and ``roc.png`` into ``logs_dir``."""
     import pandas as pd
     from pathlib import Path
 
@@ -244,6 +282,7 @@ def evaluate_multilabel(probabilities: np.ndarray, targets: np.ndarray, files: L
     how = (threshold_record or {}).get("method")
     metrics.update(monk_per_class=monk["per_class"], monk_accuracy=monk["accuracy"],
                    tta=bool(tta), decision=threshold_record,
+                   intervals=auc_intervals(targets, probabilities, classes, seed),
                    threshold_rule=f"its threshold ({how})" if how else "0.5 (default)")
     logs_dir = Path(logs_dir)
     logs_dir.mkdir(parents=True, exist_ok=True)

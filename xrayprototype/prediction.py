@@ -108,7 +108,8 @@ class Predictions:
         decision = self.label_thresholds
         metrics = evaluate_multilabel(probabilities, targets, [records.paths[i] for i in indices],
                                       self.classes, self.paths.logs,
-                                      threshold_vector(self.classes, decision), decision, tta)
+                                      threshold_vector(self.classes, decision), decision, tta,
+                                      self.config.train.seed)
         metrics.update(dataset=records.origin, seconds=seconds,
                        skipped_files=self.stores.skipped("eval"),
                        model_best_epoch=self.state.get("summary", {}).get("best_epoch"))
