@@ -39,9 +39,9 @@ class EvaluationVerbs(FacadeBase):
         macro and micro averages, subset accuracy (every label right) and label accuracy, in
         the report and ``experiment.json``, one ROC curve per label in ``logs/roc.png`` and
         ``logs/predictions.csv``, with 95% stratified bootstrap intervals of each label's and
-        the macro ROC-AUC (no confusion matrix or reliability diagram yet); it returns Monk's multi-label figures: the share of true labels
-        predicted (%), and per label ``{"num_labels", "num_correct", "accuracy",
-        "accuracy(%)"}``.
+        the macro ROC-AUC (no confusion matrix or reliability diagram yet); it returns
+        Monk's multi-label figures: the share of true labels predicted (%), and per label
+        ``{"num_labels", "num_correct", "accuracy", "accuracy(%)"}``.
 
         Args:
             tta: test-time augmentation, the mean probability of each image and its
