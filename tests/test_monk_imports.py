@@ -149,3 +149,57 @@ def test_monks_compare_import_writes_monks_chart_files():
     from xrayprototype.monk.compare_prototype import compare as monk_compare
 
     assert monk_compare is compare
+
+
+@pytest.mark.slow
+def test_switch_mode_on_an_untrained_experiment_as_monks_switch_tests_do(tiny_data, tmp_path):
+    """Monk's test_switch_default / test_switch_expert: Switch_Mode(eval_infer=True) before
+    any training predicts with the configured network (said); a fresh experiment switched to
+    eval_infer takes another experiment's intermediate model, network and classes with
+    Model_Params(model_path=<Monk's path>); a refusal there does not block training later."""
+    pytorch = monk_prototype("pytorch")
+    trained = pytorch(verbose=0, workspace=tmp_path / "ws")
+    trained.Prototype("sample-project-1", "sample-experiment-5")
+    _default(trained, tiny_data, "resnet18", epochs=2)
+    trained.update_save_intermediate_models(True)
+    trained.Train()
+    image = str(next((tiny_data / "test" / "PNEUMONIA").iterdir()))
+
+    untrained = pytorch(verbose=0, workspace=tmp_path / "ws")
+    untrained.Prototype("sample-project-1", "sample-experiment-4")
+    _default(untrained, tiny_data, "resnet18")
+    untrained.Switch_Mode(eval_infer=True)                   # said, not refused
+    assert untrained.experiment.untrained
+    assert len(untrained.Infer(img_name=image, return_raw=True)["raw"]) == 2
+
+    fresh = pytorch(verbose=0, workspace=tmp_path / "ws")
+    fresh.Prototype("sample-project-1", "sample-experiment-6")
+    fresh.Switch_Mode(eval_infer=True)
+    fresh.Model_Params(model_path=str(tmp_path / "ws" / "sample-project-1" /
+                                      "sample-experiment-5" / "output" / "models" /
+                                      "intermediate_model_0"), use_gpu=True)
+    assert fresh.experiment.classes == trained.experiment.classes
+    first_epoch = fresh.Infer(img_name=image, return_raw=True)["raw"]
+
+    trained.Switch_Mode(eval_infer=True)
+    trained.update_model_path("epoch_1")
+    assert first_epoch == pytest.approx(trained.Infer(img_name=image, return_raw=True)["raw"],
+                                        abs=1e-6)
+    with pytest.raises(ConfigError):
+        fresh.update_input_size(48)                   # would change the trained model
+    fresh.Switch_Mode(train=True)
+    _default(fresh, tiny_data, "resnet18")
+    assert fresh.Train()["epochs_completed"] == 1      # the eval-mode refusal does not block
+
+
+@pytest.mark.skipif(not is_installed("keras"), reason="keras not installed")
+def test_keras_mean_subtraction_keeps_the_models_own_normalisation(tmp_path):
+    """Monk's Keras scripts call apply_mean_subtraction; a keras.applications model scales
+    its input itself, so the call is said and not applied twice (nor refused)."""
+    gtf = monk_prototype("keras")(verbose=0, workspace=tmp_path)
+    gtf.Prototype("p", "e")
+    gtf.Model_Params(model_name="mobilenet")
+    with pytest.warns(UserWarning, match="normalises its input inside the network"):
+        gtf.apply_mean_subtraction(mean=[0.485, 0.456, 0.406], train=True, val=True, test=True)
+    assert gtf.experiment.config.data.normalization == "auto"
+    gtf._check_no_refused_settings()                    # nothing blocks Train()

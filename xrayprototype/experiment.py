@@ -77,6 +77,7 @@ class Experiment(Predictions):
         self.model_fresh = False     # built and not trained yet
         self.weights_in_memory: Optional[tuple] = None     # which saved weights the model holds
         self.prediction_weights: Optional[tuple] = None    # (label, load): use_saved_model
+        self.untrained = False        # eval_infer of an experiment that has not trained
         self.show_progress = True
         self.stores = StoreCache()
         self.writer = WriterLock(paths.dir, report)      # one writer per experiment
@@ -111,10 +112,13 @@ class Experiment(Predictions):
 
     @classmethod
     def open(cls, paths: ExperimentPaths, mode: str = "eval_infer",
-             backend: Optional[str] = None, report=print) -> "Experiment":
+             backend: Optional[str] = None, report=print,
+             untrained_ok: bool = False) -> "Experiment":
         """Open a saved experiment: ``eval_infer`` (a trained model, for evaluation and
         inference), ``resume`` (continue its interrupted run) or ``read`` (its saved state
-        only). ``backend``, when given, must be the experiment's own."""
+        only). ``backend``, when given, must be the experiment's own. ``untrained_ok`` lets
+        eval_infer open an experiment that has not trained (Monk's ``Switch_Mode``): it
+        predicts with the network as configured until ``use_saved_model`` names weights."""
         if mode not in ("eval_infer", "resume", "read"):
             raise ConfigError(f"Experiment.open takes mode 'eval_infer', 'resume' or 'read', "
                               f"got {mode!r}; Experiment.create opens for training.")
@@ -131,16 +135,22 @@ class Experiment(Predictions):
             raise ConfigError(f"experiment {paths.experiment} was trained with backend "
                               f"'{state['backend']}'; leave backend out to use it.")
         completed = (state.get("training", {}).get("progress") or {}).get("epoch_completed", 0)
-        if mode == "eval_infer" and not completed:
+        untrained = mode == "eval_infer" and not completed
+        if untrained and not untrained_ok:
             raise ExperimentError(f"experiment {paths.experiment} has no trained model yet "
                                   f"(status '{state['status']}'); run Train() first.")
         if mode == "resume" and not completed:
             raise ExperimentError(f"experiment {paths.experiment} has no completed epoch to "
                                   "resume from; open it without resume_train and Train().")
-        if mode != "read":                   # the committed checkpoint files, repaired
+        if mode != "read" and not untrained:     # the committed checkpoint files, repaired
             check_checkpoint(paths, state, mode, report)
         experiment = cls(paths, state["backend"], ExperimentConfig.from_dict(state["config"]),
                          state, mode, report)
+        if untrained:
+            experiment.untrained = True
+            report(f"warning: experiment {paths.experiment} has not trained: Evaluate and "
+                   "Infer predict with its network as configured (an untrained head) until "
+                   "Model_Params(model_path=...) names trained weights.")
         if mode != "read":
             experiment.open_backend()
         return experiment
@@ -409,6 +419,12 @@ class Experiment(Predictions):
         self.weights_in_memory = None
         return info
 
+    def model_normalises_its_input(self) -> bool:
+        """Whether the configured model scales its input inside the network (Keras
+        applications' own preprocess_input), so no normalisation may be added before it."""
+        info = self.open_backend().capabilities().models.get(self.config.model.model_name)
+        return bool(info is not None and info.preprocessing_in_model)
+
     def limit_gpu_memory(self) -> None:
         """Apply ``gpu_memory_fraction`` (when set) through the backend; say once what was
         done (a cap, a no-op without a GPU, or that the framework has no such cap)."""
@@ -449,6 +465,16 @@ class Experiment(Predictions):
         if self.mode == "read":
             raise ExperimentError("this experiment was opened read-only; open it with "
                                   "mode='eval_infer' to predict.")
+        if self.untrained and self.prediction_weights is None:
+            if not self.classes:
+                raise ExperimentError(
+                    f"experiment {self.paths.experiment} has not trained and has no data set "
+                    "yet, so there is no network to predict with: give "
+                    "Model_Params(model_path=<a trained experiment's saved model>), or set "
+                    "the data (Default / Dataset_Params + Dataset) and Train() first.")
+            if not self.model_ready:
+                self.build_model()         # as configured: pretrained base, untrained head
+            return self
         if not self.model_ready:
             self.build_model(for_inference=True)
         if self.prediction_weights is not None:
@@ -464,14 +490,29 @@ class Experiment(Predictions):
         """Predict (Evaluate, Infer ...) with another saved model than the best one: a name
         or path read by ``model_choice`` (Monk's ``output/models/intermediate_model_9`` too);
         "best" goes back to the best model. Returns its description."""
-        from .model_choice import choose_saved_model
+        from .model_choice import choose_saved_model, source_experiment
 
+        if self.untrained:
+            self._adopt_network_of(source_experiment(self.paths, spec))
         label, load = choose_saved_model(self, spec)
         self.prediction_weights = None if label.startswith("'best' of") and \
             label.endswith(f"{self.paths.project}/{self.paths.experiment}") else (label, load)
         self.weights_in_memory = None
         self.ready_for_prediction()
         return label
+
+    def _adopt_network_of(self, source: ExperimentPaths) -> None:
+        """An untrained eval_infer experiment takes the network, classes and preprocessing
+        of ``source``, whose saved model it is about to predict with (Monk's
+        ``Model_Params(model_path=<other experiment>/output/models/...)``)."""
+        if source.dir == self.paths.dir:
+            return
+        saved = st.read_state(source.state_file)
+        self.config = ExperimentConfig.from_dict(saved["config"])
+        self.state["classes"] = list(saved.get("classes") or [])
+        self.data, self.model_ready, self.weights_in_memory = None, False, None
+        self.report(f"the network, classes and preprocessing of {source.project}/"
+                    f"{source.experiment} are used with its saved model")
 
     # ----------------------------------------------------------------- training
     def train(self) -> Dict:

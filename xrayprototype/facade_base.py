@@ -77,8 +77,9 @@ class FacadeBase:
                 setattr(cls, name, remember_refusals(value))
 
     def _note_refusal(self, verb: str, error: Optional[str]) -> None:
-        """Remember (``error``) or forget (None) a refused ``verb`` of the open experiment."""
-        if self.experiment is None:
+        """Remember (``error``) or forget (None) a refused ``verb`` of the open experiment.
+        A refusal in eval_infer mode (which never trains) does not block a later Train()."""
+        if self.experiment is None or self.experiment.mode == "eval_infer":
             return
         refused = self._refusals_by_experiment().setdefault(str(self.experiment.paths.dir), {})
         if error is None:

@@ -56,6 +56,13 @@ class PreprocessingVerbs(FacadeBase):
                             "val=False, test=False, so (as in Monk) it applies to no "
                             "images; pass train=True, val=True, test=True.")
             return
+        if "normalization" in values and experiment.model_normalises_its_input():
+            note_once(self, f"{verb}-in-model", f"{verb}: model "
+                            f"'{experiment.config.model.model_name}' normalises its input "
+                            "inside the network (its framework's own preprocessing, as Monk's "
+                            "Keras models applied it); that normalisation is kept and "
+                            f"{verb} is not applied a second time.")
+            return
         if not (train and val and test):
             note_once(self, f"{verb}-everywhere", f"{verb} is part of the model's input: "
                             "it is applied to train, val, test and Infer images alike "

@@ -67,6 +67,12 @@ def _named_experiment(paths: ExperimentPaths, spec) -> ExperimentPaths:
     return paths
 
 
+def source_experiment(paths: ExperimentPaths, spec) -> ExperimentPaths:
+    """The experiment whose saved model ``spec`` names (``paths`` unless the spec is a
+    saved-model path of another existing experiment of the workspace)."""
+    return _named_experiment(paths, spec) if saved_model_name(spec) is not None else paths
+
+
 def _available(paths: ExperimentPaths) -> str:
     names = sorted({_SUFFIXES.sub("", p.name) for p in paths.models.glob("*") if p.is_file()
                     and not p.name.startswith(".")} - {""}) if paths.models.is_dir() else []

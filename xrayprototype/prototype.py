@@ -105,7 +105,7 @@ class prototype(SettingsVerbs, OptimizationVerbs, LossVerbs, TransformVerbs,
         paths.logs.mkdir(parents=True, exist_ok=True)
         self._say(f"experiment {paths.project}/{paths.experiment} ({experiment.backend_name}, "
                   f"{experiment.mode}) at {paths.dir}")
-        if experiment.mode == "eval_infer":
+        if experiment.mode == "eval_infer" and not experiment.untrained:
             experiment.ready_for_prediction()
 
     def Switch_Mode(self, train: bool = False, eval_infer: bool = False) -> None:
@@ -119,8 +119,12 @@ class prototype(SettingsVerbs, OptimizationVerbs, LossVerbs, TransformVerbs,
 
         Args:
             train: switch to training mode.
-            eval_infer: switch to evaluation / inference mode (the experiment must have
-                trained).
+            eval_infer: switch to evaluation / inference mode. An experiment that has not
+                trained predicts, as in Monk, with its network as configured (ImageNet base,
+                untrained head), said with a warning, until ``Model_Params(model_path=...)``
+                names trained weights: Monk's ``.../<other experiment>/output/models/
+                intermediate_model_<k>`` takes that experiment's network, classes and
+                preprocessing with them.
 
         Example:
             >>> gtf.Train()
@@ -133,12 +137,12 @@ class prototype(SettingsVerbs, OptimizationVerbs, LossVerbs, TransformVerbs,
             raise ConfigError("Switch_Mode takes exactly one of train=True or "
                               f"eval_infer=True, got train={train}, eval_infer={eval_infer}.")
         paths = self._require_experiment().paths
-        self.experiment = None
-        if eval_infer:
-            experiment = Experiment.open(paths, "eval_infer", report=self._say)
+        if eval_infer:      # Monk evaluates an experiment that has not trained, too: said
+            experiment = Experiment.open(paths, "eval_infer", report=self._say,
+                                         untrained_ok=True)
         else:
             experiment = Experiment.create(paths, report=self._say)
-        self._attach(experiment)
+        self._attach(experiment)      # (a refused switch leaves the open experiment open)
 
     # ------------------------------------------------------------------ quick mode
     def Default(self, dataset_path=None, model_name: str = "resnet18",
