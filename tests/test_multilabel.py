@@ -229,6 +229,12 @@ def test_single_label_losses_are_refused_and_img_thresh_checked(trained, multila
         gtf.Calibrate()
     if trained["backend"] != "pytorch":
         return
+    from xrayprototype import ensemble
+
+    etf = ensemble(verbose=0, workspace=trained["workspace"])
+    etf.Ensemble("mixed")
+    with pytest.raises(XrayPrototypeError, match="multi-label"):
+        etf.Add_Experiment("MultiLabel", "pytorch")
     train = multilabel_data["train"]
     other = prototype(verbose=0, workspace=trained["workspace"])
     other.Prototype("MultiLabel", "focal")
