@@ -203,3 +203,26 @@ def test_keras_mean_subtraction_keeps_the_models_own_normalisation(tmp_path):
         gtf.apply_mean_subtraction(mean=[0.485, 0.456, 0.406], train=True, val=True, test=True)
     assert gtf.experiment.config.data.normalization == "auto"
     gtf._check_no_refused_settings()                    # nothing blocks Train()
+
+
+def test_monks_saved_model_spellings_of_each_backend():
+    """PyTorch's intermediate_model_<k> and Gluon's exported pair count epochs from 0, the
+    Keras ModelCheckpoint's intermediate_model_<kk>.h5 from 1; this library's epoch_NNN from 1."""
+    from xrayprototype.model_choice import saved_model_name
+
+    folder = "workspace/sample-project-1/sample-experiment-5/output/models"
+    assert saved_model_name(f"{folder}/intermediate_model_9") == "epoch_010"
+    assert saved_model_name(f"{folder}/intermediate_model_02.h5") == "epoch_002"
+    assert saved_model_name([f"{folder}/intermediate_model_-symbol.json",
+                             f"{folder}/intermediate_model_-0000.params"]) == "epoch_001"
+    assert [saved_model_name(f"{folder}/{n}") for n in ("final", "best_model", "resume_state")] \
+        == ["last", "best", "resume"]
+    assert saved_model_name("weights/my_model.pth") is None
+
+
+def test_a_weights_file_without_a_model_name_asks_for_the_model(tmp_path):
+    gtf = monk_prototype("pytorch")(verbose=0, workspace=tmp_path)
+    gtf.Prototype("p", "e")
+    gtf.experiment.state["classes"] = ["NORMAL", "PNEUMONIA"]
+    with pytest.raises(ConfigError, match="no model chosen"):
+        gtf.experiment.build_model()

@@ -401,6 +401,7 @@ class Experiment(Predictions):
         """Build the network; for inference no pretrained weights are fetched (the saved
         weights replace them)."""
         backend = self.open_backend()
+        self.check_model_name()
         check_for_backend(self.config, backend.capabilities(), self.backend_name)
         model_config = self.config.model
         if for_inference:

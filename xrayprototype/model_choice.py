@@ -8,7 +8,9 @@ Monk saved ``output/models/final``, ``best_model``, ``resume_state`` and
 
 - a saved-model name, bare or as a path of either layout, with or without an extension:
   ``best``, ``last``, ``epoch_3``, ``models/epoch_003.safetensors``, ``final``,
-  ``best_model``, ``output/models/intermediate_model_2`` (= ``epoch_003``). The path's
+  ``best_model``, ``output/models/intermediate_model_2`` (= ``epoch_003``; Monk's Keras
+  ``intermediate_model_03.h5`` and Gluon ``[intermediate_model_-symbol.json,
+  intermediate_model_-0002.params]`` too: Keras numbered epochs from 1, the others from 0). The path's
   ``<project>/<experiment>`` part, when it names another experiment of the workspace, picks
   that experiment's file (the same network, trained otherwise);
 - else an existing weights file this library saved (its stem is loaded by the backend).
@@ -29,7 +31,10 @@ from .workspace import ExperimentPaths
 
 #: Monk's file names -> this library's
 MONK_NAMES = {"final": "last", "best_model": "best", "resume_state": "resume"}
-_INTERMEDIATE = re.compile(r"^intermediate_model_(\d+)$")
+_INTERMEDIATE = re.compile(r"^intermediate_model_(\d+)$")      # PyTorch: the 0-based epoch
+#: Monk's other two spellings of an intermediate model, by the file's full name
+_MONK_FILES = ((re.compile(r"^intermediate_model_(\d+)\.h5$"), 0),   # Keras: 1-based epoch
+               (re.compile(r"^intermediate_model_-(\d{4})\.params$"), 1))   # Gluon: 0-based
 _EPOCH = re.compile(r"^epoch_(\d+)$")
 _OWN = ("best", "last", "resume")
 #: extensions and suffixes of saved model files, every backend's and Monk's
@@ -37,9 +42,22 @@ _SUFFIXES = re.compile(r"(-symbol\.json|-\d{4}\.params|\.weights\.h5|\.safetenso
                        r"\.optimizer\.\w+|\.keras|\.h5|\.pth?|\.npz|\.json)$")
 
 
+def one_path(spec) -> str:
+    """Monk's Gluon ``[<prefix>-symbol.json, <prefix>-NNNN.params]`` pair as its
+    ``.params`` file; any other spec as a string."""
+    if isinstance(spec, (list, tuple)) and spec:
+        return str(next((s for s in spec if not str(s).endswith("-symbol.json")), spec[0]))
+    return str(spec)
+
+
 def saved_model_name(spec) -> Optional[str]:
     """This library's saved-model name for ``spec`` (see the module), or None."""
-    name = _SUFFIXES.sub("", Path(str(spec)).name)
+    file_name = Path(one_path(spec)).name
+    for pattern, offset in _MONK_FILES:
+        match = pattern.match(file_name)
+        if match:
+            return f"epoch_{int(match.group(1)) + offset:03d}"
+    name = _SUFFIXES.sub("", file_name)
     if name in _OWN:
         return name
     if name in MONK_NAMES:
@@ -54,7 +72,7 @@ def saved_model_name(spec) -> Optional[str]:
 def _named_experiment(paths: ExperimentPaths, spec) -> ExperimentPaths:
     """The experiment ``<project>/<experiment>`` before ``models`` / ``output/models`` in
     ``spec`` when it is another existing one of the workspace, else ``paths``."""
-    parts = Path(str(spec)).parts
+    parts = Path(one_path(spec)).parts
     for marker in (("output", "models"), ("models",)):
         for i in range(len(parts) - len(marker)):
             if tuple(parts[i:i + len(marker)]) == marker and i >= 2:
@@ -98,7 +116,8 @@ def choose_saved_model(experiment, spec) -> Tuple[str, Callable[[], None]]:
             else st.read_state(paths.state_file)
         label = f"'{which}' of {paths.project}/{paths.experiment}"
         return label, lambda: load_model_files(experiment.backend, paths, which, state)
-    path = Path(str(spec)).expanduser()
+    spec = one_path(spec)
+    path = Path(spec).expanduser()
     if not path.is_file():
         raise ConfigError(
             f"model_path {str(spec)!r} is neither a saved model of this experiment (best, last, "
