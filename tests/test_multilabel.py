@@ -225,8 +225,9 @@ def test_single_label_losses_are_refused_and_img_thresh_checked(trained, multila
     with pytest.raises(ConfigError, match="img_thresh"):
         gtf.Infer(img_name=str(sorted((multilabel_data["test"] / "images").iterdir())[0]),
                   img_thresh=1.5)
-    with pytest.raises(XrayPrototypeError, match="multi-label"):
-        gtf.Calibrate()
+    for verb in (gtf.Calibrate, gtf.Top_Losses, gtf.Embeddings):
+        with pytest.raises(XrayPrototypeError, match="multi-label"):
+            verb()
     if trained["backend"] != "pytorch":
         return
     from xrayprototype import ensemble

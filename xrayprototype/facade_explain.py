@@ -115,6 +115,10 @@ class ExplanationVerbs(FacadeBase):
         from .error_analysis import embeddings
 
         experiment = self._require_experiment()
+        if experiment.multi_label:
+            raise ExperimentError("Embeddings colours each image by its one true class and "
+                                  "marks argmax errors; this model is multi-label (several "
+                                  "labels per image). Read logs/predictions.csv of Evaluate().")
         records = experiment.eval_records
         if records is None:
             if experiment.data is None:
