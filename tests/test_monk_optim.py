@@ -358,3 +358,41 @@ def test_a_backend_without_an_optimizer_or_loss_refuses_it_naming_those_that_hav
     with pytest.raises(ConfigError, match="no loss 'huber'"):
         check_optim_for_backend(config, lacking, "other")
     check_optim_for_backend(config, declared, "pytorch")      # every backend here has all
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS[1:])
+def test_resume_restores_the_state_of_the_new_optimizers(backend_name, tmp_path):
+    """Nadam's moments and momentum product (this library's own on Gluon and Keras; PyTorch's
+    is torch.optim.NAdam) survive save / load: the next step is the same, and differs from a
+    step from fresh state."""
+    def built():
+        backend = create_backend(backend_name)
+        backend.seed(0)
+        backend.build_model(ModelConfig(model_name="resnet18", use_pretrained=False), 2)
+        backend.configure(config, None)
+        backend.set_learning_rate(1e-2)
+        return backend
+
+    config = resolved(OptimConfig(optimizer="nesterov_adam", learning_rate=1e-2, loss="hinge",
+                                  optimizer_params={"clipnorm": 1.0}))
+    first = built()
+    layout = first.capabilities().layout
+    images = np.random.default_rng(0).random(
+        (4, 32, 32, 3) if layout == "NHWC" else (4, 3, 32, 32), dtype=np.float32)
+    labels = np.array([0, 1, 0, 1])
+    first.train_step(images, labels)
+    first.train_step(images, labels)
+    first.save(tmp_path / "resume", with_optimizer=True)
+    saved = first.snapshot_weights()
+    second = built()
+    second.load(tmp_path / "resume", with_optimizer=True)
+    first.train_step(images, labels)
+    second.train_step(images, labels)
+    one, two = _trainable_weights(first), _trainable_weights(second)
+    assert all(np.allclose(one[k], two[k], atol=1e-6) for k in one)
+    first.restore_weights(saved)                       # the same weights, fresh Nadam state
+    first.configure(config, None)
+    first.set_learning_rate(1e-2)
+    first.train_step(images, labels)
+    lost = _trainable_weights(first)
+    assert not all(np.allclose(lost[k], two[k], atol=1e-6) for k in two)
