@@ -35,7 +35,7 @@ from .errors import ConfigError, ExperimentError, unknown_name
 from .head import describe, resolve_head
 from .model_files import load_model_files
 from .models import unknown_model
-from .multilabel import balanced_pos_weights
+from .multilabel import balanced_pos_weights, detected_note
 from .optim import balanced_class_weights
 from .prediction import Predictions
 from .preprocessing import (StoreCache, normalizer_of, resolve_preprocessing,
@@ -313,12 +313,7 @@ class Experiment(Predictions):
         self.state["classes"] = self.data.classes
         self.state["multi_label"] = self.data.multi_label
         if self.data.multi_label and self.config.data.multi_label is None:
-            several = int((self.data.train.targets.sum(axis=1) > 1).sum())
-            self.report(f"multi-label data: {several} of {len(self.data.train)} training images "
-                        f"have several labels (separated by {self.config.data.label_delimiter!r})"
-                        f"; labels {self.data.classes} are learnt as independent sigmoid "
-                        "outputs. Pass multi_label=False to Dataset_Params to read each label "
-                        "cell as one class.")
+            self.report(detected_note(self.data.train, self.config.data.label_delimiter))
         self.state["dataset"] = self.data.summary()
         if self.data.split_note:             # never a silent change of the asked-for split
             self.report(f"warning: {self.data.split_note}")

@@ -36,6 +36,15 @@ def balanced_pos_weights(targets: np.ndarray) -> np.ndarray:
     return (len(targets) - positives) / positives
 
 
+def detected_note(records, delimiter: str) -> str:
+    """What is said when a CSV was found to be multi-label (``multi_label=None``)."""
+    several = int((records.targets.sum(axis=1) > 1).sum())
+    return (f"multi-label data: {several} of {len(records)} training images have several "
+            f"labels (separated by {delimiter!r}); labels {records.classes} are learnt as "
+            "independent sigmoid outputs. Pass multi_label=False to Dataset_Params to read "
+            "each label cell as one class.")
+
+
 def threshold_vector(classes: Sequence[str], thresholds: Optional[Dict] = None,
                      img_thresh: Optional[float] = None) -> np.ndarray:
     """One threshold per label: ``img_thresh`` for all when given, else the chosen ones
