@@ -88,6 +88,15 @@ def test_label_cells_auto_detection_and_delimiter():
     assert split_label_cells(["a b"], False) is None
 
 
+def test_balanced_class_weights_are_per_label_pos_weights():
+    from xrayprototype.multilabel import balanced_pos_weights
+
+    targets = np.array([[1, 0], [1, 1], [0, 0], [1, 0]], np.float32)
+    assert balanced_pos_weights(targets).tolist() == [1 / 3, 3.0]     # negatives / positives
+    with pytest.raises(ConfigError, match="no or on every"):
+        balanced_pos_weights(np.ones((3, 2), np.float32))
+
+
 def test_multilabel_metrics_per_label_auc_and_threshold_counts():
     from sklearn.metrics import roc_auc_score
 
@@ -230,6 +239,13 @@ def test_single_label_losses_are_refused_and_img_thresh_checked(trained, multila
             verb()
     if trained["backend"] != "pytorch":
         return
+    test = multilabel_data["test"]          # a label the model was not trained on is named
+    (test / "unknown.csv").write_text("ID,Labels\n" + "".join(
+        f"{p.name},Effusion Mass\n" for p in sorted((test / "images").iterdir())[:3]))
+    reopened = _reopen(trained, test)
+    reopened.Dataset_Params(path_to_csv=str(test / "unknown.csv"))
+    with pytest.raises(XrayPrototypeError, match="'Mass'"):
+        reopened.Dataset()
     from xrayprototype import ensemble
 
     etf = ensemble(verbose=0, workspace=trained["workspace"])
