@@ -267,20 +267,19 @@ class TrainingRun:
         set is the default softmax one, refuse another single-label loss."""
         from .multilabel import MULTI_LABEL_LOSSES
 
-        loss = self.config.optim.loss
+        loss, params = self.config.optim.loss, self.config.optim.loss_params
         if not self.experiment.multi_label or loss in MULTI_LABEL_LOSSES:
             return
-        if loss != "softmax_crossentropy" or self.config.optim.loss_params.get(
-                "label_smoothing"):
+        if loss not in ("softmax_crossentropy", "crossentropy") or params.get("label_smoothing"):
             raise ConfigError(
-                f"loss '{loss}' ({self.config.optim.loss_params}) is for one label per image, "
+                f"loss '{loss}' ({params}) is for one label per image, "
                 f"but this data is multi-label (labels {self.experiment.classes}); multi-label "
                 "data trains with sigmoid binary cross-entropy: call "
                 "loss_sigmoid_binary_crossentropy() (class weights are per-label pos_weight).")
-        self.report("multi-label data: trained with sigmoid binary cross-entropy on multi-hot "
-                    "targets instead of the softmax cross-entropy set (which assumes one label "
-                    "per image); class_weights, when set, weigh each label's positive images "
-                    "(pos_weight); per-epoch accuracy is the subset accuracy (every label right "
+        self.report(f"multi-label data: trained with sigmoid binary cross-entropy on multi-hot "
+                    f"targets instead of the '{loss}' set (softmax cross-entropy assumes one "
+                    "label per image); class_weights, when set, weigh each label's positive "
+                    "images (pos_weight); per-epoch accuracy is the subset accuracy (every label right "
                     "at 0.5), val roc_auc the mean per-label ROC-AUC")
 
     def _model(self) -> None:
