@@ -60,6 +60,7 @@ def test_monk_script_trains_on_its_backend_and_switch_mode_keeps_the_training_da
     gtf = monk_prototype(backend)(verbose=0, workspace=tmp_path)
     gtf.Prototype("sample-project-1", "sample-experiment-1")
     _default(gtf, tiny_data, MONK_MODEL[backend])
+    assert gtf.experiment.config.train.save_intermediate_models       # as Monk's Default
     gtf.Train()
     assert gtf.experiment.state["backend"] == backend
     trained_on = gtf.experiment.config.data.dataset_path

@@ -73,7 +73,9 @@ class MonkPrototype(prototype):
     def Default(self, dataset_path=None, model_name: str = "resnet18",
                 freeze_base_network: bool = True, num_epochs: int = 10, path_to_csv=None,
                 use_pretrained: bool = True, delimiter: str = ",", **dataset_options) -> None:
-        """Monk's ``Default`` (Monk's ``False`` for an absent path means None).
+        """Monk's ``Default`` (Monk's ``False`` for an absent path means None); as Monk's,
+        it keeps every epoch's model (``update_save_intermediate_models(True)``), which
+        Monk scripts then open as ``output/models/intermediate_model_<k>``.
 
         Args:
             dataset_path: the images (see ``prototype.Default``).
@@ -92,6 +94,7 @@ class MonkPrototype(prototype):
                         freeze_base_network=freeze_base_network, num_epochs=num_epochs,
                         path_to_csv=path_to_csv or None, use_pretrained=use_pretrained,
                         delimiter=delimiter, **dataset_options)
+        self.update_save_intermediate_models(True)
 
     def _update(self, **changes) -> None:
         model = changes.get("model")
