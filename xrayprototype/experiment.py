@@ -33,7 +33,7 @@ from .data import (BatchLoader, ImageRecords, Normalizer, TrainValData, balanced
                    load_eval, load_train_val)
 from .errors import ConfigError, ExperimentError, unknown_name
 from .head import describe, resolve_head
-from .model_files import load_model_files
+from .model_choice import SavedModels
 from .models import unknown_model
 from .multilabel import balanced_pos_weights, detected_note
 from .optim import balanced_class_weights
@@ -59,7 +59,7 @@ EVALUATION_DATA_FIELDS = ("dataset_path", "path_to_csv", "delimiter", "batch_siz
                           "label_delimiter")
 
 
-class Experiment(Predictions):
+class Experiment(SavedModels, Predictions):
     """State, backend, data and model of ``workspace/<project>/<experiment>``. Open one with
     ``create`` (train mode) or ``open`` (eval_infer, resume or read)."""
 
@@ -443,72 +443,6 @@ class Experiment(Predictions):
             raise ConfigError(f"class_weights has {len(wanted)} values for {len(self.classes)} "
                               f"classes {self.classes}; give one per class, or 'balanced'.")
         return np.asarray(wanted, dtype=np.float64)
-
-    def load_weights(self, which: str = "best", with_optimizer: bool = False) -> None:
-        """Load ``models/<which>.*``; a missing or damaged file raises ModelFileError naming
-        it and the fix (``model_files.load_model_files``)."""
-        load_model_files(self.open_backend(), self.paths, which, self.state, with_optimizer)
-        self.weights_in_memory = self._saved_weights_key(which)
-
-    def _saved_weights_key(self, which: str) -> tuple:
-        """Names one saved model of one run: a new run or a new best model changes it."""
-        training = self.state.get("training", {})
-        return (which, training.get("run_started"), self.state.get("summary", {}).get("best_epoch"))
-
-    def ready_for_prediction(self) -> "Experiment":
-        """Build the model and load the best saved weights, unless they are in memory already
-        (so repeated Evaluate / Infer / Select_Threshold calls read nothing from disk)."""
-        if self.mode == "read":
-            raise ExperimentError("this experiment was opened read-only; open it with "
-                                  "mode='eval_infer' to predict.")
-        if self.untrained and self.prediction_weights is None:
-            if not self.classes:
-                raise ExperimentError(
-                    f"experiment {self.paths.experiment} has not trained and has no data set "
-                    "yet, so there is no network to predict with: give "
-                    "Model_Params(model_path=<a trained experiment's saved model>), or set "
-                    "the data (Default / Dataset_Params + Dataset) and Train() first.")
-            if not self.model_ready:
-                self.build_model()         # as configured: pretrained base, untrained head
-            return self
-        if not self.model_ready:
-            self.build_model(for_inference=True)
-        if self.prediction_weights is not None:
-            label, load = self.prediction_weights
-            if self.weights_in_memory != ("chosen", label):
-                load()
-                self.weights_in_memory = ("chosen", label)
-        elif self.weights_in_memory != self._saved_weights_key("best"):
-            self.load_weights("best")
-        return self
-
-    def use_saved_model(self, spec) -> str:
-        """Predict (Evaluate, Infer ...) with another saved model than the best one: a name
-        or path read by ``model_choice`` (Monk's ``output/models/intermediate_model_9`` too);
-        "best" goes back to the best model. Returns its description."""
-        from .model_choice import choose_saved_model, source_experiment
-
-        if self.untrained:
-            self._adopt_network_of(source_experiment(self.paths, spec))
-        label, load = choose_saved_model(self, spec)
-        self.prediction_weights = None if label.startswith("'best' of") and \
-            label.endswith(f"{self.paths.project}/{self.paths.experiment}") else (label, load)
-        self.weights_in_memory = None
-        self.ready_for_prediction()
-        return label
-
-    def _adopt_network_of(self, source: ExperimentPaths) -> None:
-        """An untrained eval_infer experiment takes the network, classes and preprocessing
-        of ``source``, whose saved model it is about to predict with (Monk's
-        ``Model_Params(model_path=<other experiment>/output/models/...)``)."""
-        if source.dir == self.paths.dir:
-            return
-        saved = st.read_state(source.state_file)
-        self.config = ExperimentConfig.from_dict(saved["config"])
-        self.state["classes"] = list(saved.get("classes") or [])
-        self.data, self.model_ready, self.weights_in_memory = None, False, None
-        self.report(f"the network, classes and preprocessing of {source.project}/"
-                    f"{source.experiment} are used with its saved model")
 
     # ----------------------------------------------------------------- training
     def train(self) -> Dict:

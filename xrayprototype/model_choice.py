@@ -1,4 +1,4 @@
-"""Which saved model an eval_infer experiment predicts with (``Model_Params(model_path=...)`` /
+"""Which saved model an experiment predicts with (``Model_Params(model_path=...)`` /
 ``update_model_path`` in eval_infer mode), Monk's spellings included.
 
 Monk saved ``output/models/final``, ``best_model``, ``resume_state`` and
@@ -25,7 +25,9 @@ import re
 from pathlib import Path
 from typing import Callable, Optional, Tuple
 
-from .errors import ConfigError, ModelFileError
+from . import state as st
+from .config import ExperimentConfig
+from .errors import ConfigError, ExperimentError, ModelFileError
 from .model_files import load_model_files, saved_files
 from .workspace import ExperimentPaths
 
@@ -136,3 +138,72 @@ def _load_file(backend, stem: Path, path: Path) -> None:
             f"({type(err).__name__}: {str(err)[:300]}); give a weights file saved by this "
             "library for the same model and classes (e.g. another experiment's "
             "models/best.*).") from err
+
+
+class SavedModels:
+    """Mixed into ``Experiment``: which saved weights its model holds and predicts with (the
+    best model, another saved model or file, or none yet), loaded when first needed."""
+
+    def load_weights(self, which: str = "best", with_optimizer: bool = False) -> None:
+        """Load ``models/<which>.*``; a missing or damaged file raises ModelFileError naming
+        it and the fix (``model_files.load_model_files``)."""
+        load_model_files(self.open_backend(), self.paths, which, self.state, with_optimizer)
+        self.weights_in_memory = self._saved_weights_key(which)
+
+    def _saved_weights_key(self, which: str) -> tuple:
+        """Names one saved model of one run: a new run or a new best model changes it."""
+        training = self.state.get("training", {})
+        return (which, training.get("run_started"), self.state.get("summary", {}).get("best_epoch"))
+
+    def ready_for_prediction(self) -> "SavedModels":
+        """Build the model and load the best saved weights, unless they are in memory already
+        (so repeated Evaluate / Infer / Select_Threshold calls read nothing from disk)."""
+        if self.mode == "read":
+            raise ExperimentError("this experiment was opened read-only; open it with "
+                                  "mode='eval_infer' to predict.")
+        if self.untrained and self.prediction_weights is None:
+            if not self.classes:
+                raise ExperimentError(
+                    f"experiment {self.paths.experiment} has not trained and has no data set "
+                    "yet, so there is no network to predict with: give "
+                    "Model_Params(model_path=<a trained experiment's saved model>), or set "
+                    "the data (Default / Dataset_Params + Dataset) and Train() first.")
+            if not self.model_ready:
+                self.build_model()         # as configured: pretrained base, untrained head
+            return self
+        if not self.model_ready:
+            self.build_model(for_inference=True)
+        if self.prediction_weights is not None:
+            label, load = self.prediction_weights
+            if self.weights_in_memory != ("chosen", label):
+                load()
+                self.weights_in_memory = ("chosen", label)
+        elif self.weights_in_memory != self._saved_weights_key("best"):
+            self.load_weights("best")
+        return self
+
+    def use_saved_model(self, spec) -> str:
+        """Predict (Evaluate, Infer ...) with another saved model than the best one: a name
+        or path read by ``model_choice`` (Monk's ``output/models/intermediate_model_9`` too);
+        "best" goes back to the best model. Returns its description."""
+        if self.untrained:
+            self._adopt_network_of(source_experiment(self.paths, spec))
+        label, load = choose_saved_model(self, spec)
+        self.prediction_weights = None if label.startswith("'best' of") and \
+            label.endswith(f"{self.paths.project}/{self.paths.experiment}") else (label, load)
+        self.weights_in_memory = None
+        self.ready_for_prediction()
+        return label
+
+    def _adopt_network_of(self, source: ExperimentPaths) -> None:
+        """An untrained eval_infer experiment takes the network, classes and preprocessing
+        of ``source``, whose saved model it is about to predict with (Monk's
+        ``Model_Params(model_path=<other experiment>/output/models/...)``)."""
+        if source.dir == self.paths.dir:
+            return
+        saved = st.read_state(source.state_file)
+        self.config = ExperimentConfig.from_dict(saved["config"])
+        self.state["classes"] = list(saved.get("classes") or [])
+        self.data, self.model_ready, self.weights_in_memory = None, False, None
+        self.report(f"the network, classes and preprocessing of {source.project}/"
+                    f"{source.experiment} are used with its saved model")
