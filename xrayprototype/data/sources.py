@@ -223,12 +223,7 @@ def read_csv_labels(csv_path: Union[str, Path], image_dir: Union[str, Path],
     if label_sets is not None:
         return multi_label_records(paths, label_sets, classes, groups, str(csv_file), read_as)
     found = sorted(set(table[label_col]))
-    classes = list(classes) if classes is not None else found
-    unknown = [c for c in found if c not in classes]
-    if unknown:
-        raise DatasetError(f"{csv_file.name} has labels {unknown[:10]}"
-                           f"{' ...' if len(unknown) > 10 else ''} the model was not trained "
-                           f"on; its classes are {classes} ({read_as}).")
+    classes = known_classes(found, classes, csv_file.name, read_as, "classes")
     if len(found) < 2 and len(classes) < 2:
         raise DatasetError(f"{csv_file.name} has only one label ({found}); need at least two "
                            f"({read_as}).")
@@ -275,18 +270,26 @@ def split_label_cells(cells: Sequence[str], multi_label: Optional[bool],
     return sets
 
 
+def known_classes(found: List[str], classes: Optional[Sequence[str]], file_name: str,
+                  read_as: str, noun: str) -> List[str]:
+    """``classes`` (default: the ``found`` labels, sorted); a found label the model was not
+    trained on raises, naming the file."""
+    classes = list(classes) if classes is not None else found
+    unknown = [c for c in found if c not in classes]
+    if unknown:
+        raise DatasetError(f"{file_name} has labels {unknown[:10]}"
+                           f"{' ...' if len(unknown) > 10 else ''} the model was not trained "
+                           f"on; its {noun} are {classes} ({read_as}).")
+    return classes
+
+
 def multi_label_records(paths: List[str], label_sets: List[List[str]],
                         classes: Optional[Sequence[str]], groups: List[str], origin: str,
                         read_as: str = "") -> ImageRecords:
     """Multi-label records: multi-hot ``targets`` over ``classes`` (default the sorted union
     of the labels), ``labels`` the rarest label of each image (for stratified splits)."""
     found = sorted(set(label for labels in label_sets for label in labels))
-    classes = list(classes) if classes is not None else found
-    unknown = [c for c in found if c not in classes]
-    if unknown:
-        raise DatasetError(f"{Path(origin).name} has labels {unknown[:10]}"
-                           f"{' ...' if len(unknown) > 10 else ''} the model was not trained "
-                           f"on; its labels are {classes} ({read_as}).")
+    classes = known_classes(found, classes, Path(origin).name, read_as, "labels")
     if len(classes) < 2:
         raise DatasetError(f"{Path(origin).name} has only one label ({found}); a multi-label "
                            f"model needs at least two ({read_as}).")
