@@ -29,11 +29,14 @@ EXTRAS = {
     "gpu": ["nvidia-ml-py>=11.450"],     # per-process GPU memory (compare), from the driver
     # Visualize_With_Netron: the netron server, and onnx for PyTorch's ONNX export
     "netron": ["netron>=7", "onnx>=1.14"],
+    # Export(format="onnx") and OnnxModel: onnxruntime runs the file; tf2onnx converts Keras
+    "export": ["onnx>=1.14", "onnxruntime>=1.16", "tf2onnx>=1.16"],
     # grad-cam: the reference implementation the tests compare the core's Grad-CAM with
     "dev": ["pytest>=7", "nbclient>=0.7", "nbformat>=5", "ipykernel>=6", "grad-cam>=1.5",
-            "netron>=7", "onnx>=1.14"],
+            "netron>=7", "onnx>=1.14", "onnxruntime>=1.16", "tf2onnx>=1.16"],
 }
-EXTRAS["all"] = sorted({req for name in ("pytorch", "gluon", "keras", "dicom", "ray", "gpu", "netron")
+EXTRAS["all"] = sorted({req for name in ("pytorch", "gluon", "keras", "dicom", "ray", "gpu", "netron",
+                                         "export")
                         for req in EXTRAS[name]})
 
 # every backends/<name>/ with an __init__.py becomes xrayprototype.backends.<name>
