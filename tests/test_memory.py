@@ -1,9 +1,9 @@
 """Per-run peak memory: a run's figure does not carry an earlier run's peak, on CPU and GPU."""
+import mmap
 import sys
 import time
 import types
 
-import numpy as np
 import pytest
 
 from xrayprototype import memory
@@ -13,8 +13,15 @@ MIB = 2 ** 20
 
 
 def _touch(megabytes):
-    """An array whose pages are really resident."""
-    return np.ones(megabytes * MIB // 8)
+    """A block whose pages are really resident and new to the process: an anonymous mapping
+    with every page written, not the allocator's heap. (Late in a long test session malloc
+    can serve 200 MB from pages freed earlier and still resident, so a numpy array need not
+    raise the RSS at all; CI saw exactly that.) Freed, the mapping goes back to the kernel."""
+    block = mmap.mmap(-1, megabytes * MIB)
+    page = mmap.PAGESIZE
+    for offset in range(0, megabytes * MIB, page):
+        block[offset] = 1
+    return block
 
 
 def _two_runs(interval_s=0.02):
