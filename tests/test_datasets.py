@@ -172,6 +172,13 @@ def test_a_checksum_mismatch_is_refused_and_nothing_is_kept(server, tmp_path):
     assert list((tmp_path / "pneumoniamnist").iterdir()) == []
 
 
+def test_a_missing_file_on_the_server_is_said_at_once(server, tmp_path):
+    server.requests.clear()
+    with pytest.raises(DatasetError, match="answered 404 .* check the address"):
+        fetch("pneumoniamnist", tmp_path, url=server.url("moved.npz"), progress=False)
+    assert len(server.requests) == 1                  # not retried
+
+
 # ---------------------------------------------------------------------------- resume + cache
 @pytest.mark.parametrize("attempts", [3, 1], ids=["same-call", "next-call"])
 def test_a_broken_download_resumes_with_a_range_request(server, tmp_path, attempts):

@@ -66,6 +66,10 @@ class ResumableDownloader:
                           allow_redirects=True) as response:
             if response.status_code == 416:          # nothing left: the part is the file
                 return received > 0
+            if 400 <= response.status_code < 500 and response.status_code not in (408, 429):
+                raise DatasetError(f"the server answered {response.status_code} "
+                                   f"{response.reason} for {url}; check the address (url=..., "
+                                   "$XRAYPROTOTYPE_DATA_URL) or try again later.")
             response.raise_for_status()
             resumed = received > 0 and response.status_code == 206
             if not resumed:
