@@ -59,9 +59,12 @@ REGISTRY: Dict[str, DatasetEntry] = {e.name: e for e in (
         url="https://data.mendeley.com/public-files/datasets/rscbjbr9sj/files/"
             "f12eaf6d-6023-432f-acc9-80c9d7393433/file_downloaded",
         file_name="ChestXRay2017.zip", known_hash=None,
-        hash_source="none published: Mendeley Data lists no checksum for this file and none "
-                    "was found in public code; fetch refuses it unless known_hash= or "
-                    "allow_unverified=True is given",
+        hash_source="none published where fetch could read it: Mendeley Data gives each "
+                    "file's SHA-256 in its public API (GET https://data.mendeley.com/public-api/"
+                    "datasets/rscbjbr9sj/files?folder_id=root&version=2, field "
+                    "content_details.sha256_hash), which could not be read when this entry was "
+                    "written, and no copy of it was found in public code; read it there and "
+                    "pass known_hash='sha256:...' (or allow_unverified=True)",
         licence="CC BY 4.0", layout="kermany", folder="kermany", result="chest_xray",
         usage="Default(dataset_path=PATH / 'train'); evaluate on PATH / 'test'"),
     DatasetEntry(
