@@ -76,8 +76,8 @@ REGISTRY: Dict[str, DatasetEntry] = {e.name: e for e in (
         hash_source="none published: the content is pinned by the git commit, but GitHub "
                     "does not publish (or promise a stable) checksum of its archive zips; "
                     "fetch refuses it unless known_hash= or allow_unverified=True is given",
-        licence="per image (column 'license' of labels.csv: CC BY, CC BY-SA, CC BY-NC-SA, "
-                "Apache 2.0, ... and some with none stated); metadata CC BY-SA",
+        licence="per image: column 'license' of labels.csv (several rows state none); keep "
+                "the rows whose licence allows your use",
         layout="ieee8023", folder="covid-ieee8023", result="",
         usage="Default(dataset_path=PATH, path_to_csv=PATH / 'labels.csv', "
               "group_column='patientid') (frontal X-rays; label COVID-19 / normal / other)"),
