@@ -7,7 +7,8 @@ Three groups of columns, one row per image:
   the image's content (how well it compresses), so a leak carried by file size alone is a
   weaker sign of a shortcut than one carried by dimensions or colour mode.
 - ``dicom``: Manufacturer, Modality, PhotometricInterpretation, ViewPosition (categories),
-  BitsStored and PixelSpacing (numbers), present for DICOM files only.
+  BitsStored and PixelSpacing (numbers), present for DICOM files only (found by extension or
+  by content).
 - ``border``: the image in grayscale, resized (stretched) to ``SMALL`` x ``SMALL`` pixels; the
   mean and standard deviation of its four border strips and four corner squares, each
   ``EDGE`` pixels wide, where burned-in markers, text and collimation edges sit.
@@ -26,8 +27,8 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from .data.decode import image_from_array, load_image
-from .errors import DatasetError
+from .data.decode import image_from_array, image_header, load_image
+from .data.dicom import DicomSupportError, read_header as read_dicom_header
 
 #: side of the grayscale thumbnail the border statistics are read from, and the width of the
 #: strips and corners (1/8 of the side: the outer band where markers and text are printed)
@@ -36,8 +37,6 @@ SIZE_FORMAT, DICOM, BORDER = "size/format", "dicom", "border"
 #: categorical columns (one-hot encoded by the audit's classifier); every other column is numeric
 CATEGORICAL = ("mode", "format", "dicom_manufacturer", "dicom_modality", "dicom_photometric",
                "dicom_view_position")
-DICOM_EXTENSIONS = (".dcm", ".dicom")
-_MODE_BITS = {"1": 1, "I;16": 16, "I;16B": 16, "I;16L": 16, "I;16N": 16, "I": 32, "F": 32}
 _REGION_NAMES = ("border_top", "border_bottom", "border_left", "border_right", "corner_tl",
                  "corner_tr", "corner_bl", "corner_br")
 
@@ -84,48 +83,36 @@ def _shape_features(width, height, channels, mode, bits, fmt, file_size) -> Dict
 
 
 def _dicom_features(path: Path) -> Dict:
-    try:
-        import pydicom
-    except ImportError:
-        raise DatasetError(f"{path.name} is DICOM; install pydicom to audit it: "
-                           "pip install 'xrayprototype[dicom]'") from None
-    ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+    """The DICOM tags of the audit, read from the header only."""
+    ds = read_dicom_header(path)
     spacing = getattr(ds, "PixelSpacing", None)
     bits = getattr(ds, "BitsStored", None)
-    features = _shape_features(getattr(ds, "Columns", 0) or 0, getattr(ds, "Rows", 1) or 1,
-                               getattr(ds, "SamplesPerPixel", 1),
-                               getattr(ds, "PhotometricInterpretation", "missing"),
-                               bits if bits is not None else np.nan, "DICOM",
-                               path.stat().st_size)
-    features.update(
+    return dict(
         dicom_manufacturer=str(getattr(ds, "Manufacturer", "") or "missing"),
         dicom_modality=str(getattr(ds, "Modality", "") or "missing"),
         dicom_photometric=str(getattr(ds, "PhotometricInterpretation", "") or "missing"),
         dicom_view_position=str(getattr(ds, "ViewPosition", "") or "missing"),
         dicom_bits_stored=np.nan if bits is None else float(bits),
         dicom_pixel_spacing=float(spacing[0]) if spacing else np.nan)
-    return features
 
 
 def file_features(path, edge: int = EDGE) -> Dict:
-    """Metadata and border statistics of one image file; an unreadable file gives NaN border
+    """Metadata and border statistics of one image file (its size EXIF-oriented, a DICOM's
+    from its header, whatever the file's name); an unreadable file gives NaN border
     statistics and the format ``unreadable`` (a corrupt file is metadata too)."""
-    from PIL import Image
-
     path = Path(path)
     try:
-        if path.suffix.lower() in DICOM_EXTENSIONS:
-            features = _dicom_features(path)
-        else:
-            with Image.open(path) as image:
-                features = _shape_features(
-                    image.size[0], image.size[1], len(image.getbands()), image.mode,
-                    _MODE_BITS.get(image.mode, 8), image.format or path.suffix.lstrip("."),
-                    path.stat().st_size)
+        header = image_header(path)
+        bits = header["bits"]
+        features = _shape_features(header["width"], header["height"] or 1, header["channels"],
+                                   header["mode"], np.nan if bits is None else bits,
+                                   header["format"], path.stat().st_size)
+        if header["format"] == "DICOM":
+            features.update(_dicom_features(path))
         features.update(border_statistics(load_image(path, SMALL, channels=1), edge))
-    except Exception as err:  # noqa: BLE001  (whatever a decoder raises, the file is unreadable)
-        if isinstance(err, DatasetError) and "pydicom" in str(err):
-            raise
+    except DicomSupportError:
+        raise                      # the installation's fault (pydicom or a codec missing)
+    except Exception:  # noqa: BLE001  (whatever a decoder raises, the file is unreadable)
         features = _shape_features(0, 1, 0, "unreadable", 0, "unreadable", None)
         features.update({f"{name}_{stat}": np.nan for name in _REGION_NAMES
                          for stat in ("mean", "std")})

@@ -122,9 +122,11 @@ def estimate_statistics(store, max_images: int = 500, seed: int = 0) -> tuple:
 
 
 def sampled_image_sizes(records: ImageRecords, max_images: int = 200) -> dict:
-    """``{"WxH mode": count}`` over an evenly spaced sample of ``records`` (files or rows);
-    files whose header cannot be read count under ``"unreadable"``."""
-    from PIL import Image
+    """``{"WxH mode": count}`` over an evenly spaced sample of ``records`` (files or rows),
+    read from the headers (``decode.image_header``: EXIF-oriented sizes; a DICOM file as
+    ``"WxH MONOCHROME2 12-bit DICOM"``); files whose header cannot be read count under
+    ``"unreadable"``."""
+    from .decode import image_header
 
     sizes = {}
     for index in range(0, len(records), max(1, len(records) // max_images)):
@@ -134,9 +136,11 @@ def sampled_image_sizes(records: ImageRecords, max_images: int = 200) -> dict:
             key = f"{row.shape[1]}x{row.shape[0]} {mode} (in memory)"
         else:
             try:
-                with Image.open(records.paths[index]) as image:
-                    key = f"{image.size[0]}x{image.size[1]} {image.mode}"
-            except Exception:  # noqa: BLE001  (DICOM, empty, not an image: not a size)
+                header = image_header(records.paths[index])
+                key = f"{header['width']}x{header['height']} {header['mode']}"
+                if header["format"] == "DICOM":
+                    key += f" {header['bits']}-bit DICOM"
+            except Exception:  # noqa: BLE001  (empty, not an image, no pydicom: not a size)
                 key = "unreadable"
         sizes[key] = sizes.get(key, 0) + 1
     return sizes

@@ -1,18 +1,26 @@
 """Decode any supported image file to a uint8 array of the channels the model expects.
 
 Handles 8-bit grayscale, RGB, RGBA / LA (composited on black), palette images, 16-bit and
-32-bit integer or float grayscale (PNG / TIFF, rescaled by their own range), and DICOM
-(through pydicom, MONOCHROME1 inverted). The result is resized once, here, with Pillow.
+32-bit integer or float grayscale (PNG / TIFF, rescaled by their own range), EXIF orientation
+(the upright image, ``ImageOps.exif_transpose``), and DICOM (``dicom.py``: modality LUT, VOI
+LUT or window, MONOCHROME1; recognised by extension or by content). The result is resized
+once, here, with Pillow.
 """
 from pathlib import Path
 from typing import Union
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import ExifTags, Image, ImageOps
 
 from ..errors import DatasetError
+from .dicom import display_pixels, read_header as read_dicom_header
+from .sources import is_dicom
 
 RESIZE_MODES = ("stretch", "center_crop")
+#: bits per sample of Pillow's modes (8 for the others)
+MODE_BITS = {"1": 1, "I;16": 16, "I;16B": 16, "I;16L": 16, "I;16N": 16, "I": 32, "F": 32}
+#: EXIF orientations that swap width and height (transpose, 90 / 270 degree turns)
+_ROTATED_90 = (5, 6, 7, 8)
 
 
 class CorruptImageError(DatasetError):
@@ -29,27 +37,60 @@ def _to_8bit(image: Image.Image) -> Image.Image:
     return Image.fromarray(scaled.round().astype(np.uint8), mode="L")
 
 
+def _scale_range_to_8bit(values: np.ndarray, low: float, high: float) -> Image.Image:
+    """``low .. high`` linearly to ``0 .. 255`` (a VOI step's known output range)."""
+    scaled = (values - low) * (255.0 / max(high - low, 1e-12))
+    return Image.fromarray(np.rint(np.clip(scaled, 0.0, 255.0)).astype(np.uint8), mode="L")
+
+
 def _read_dicom(path: Path) -> Image.Image:
-    try:
-        import pydicom
-    except ImportError:
-        raise DatasetError(f"{path.name} is DICOM; install pydicom to read it: "
-                           "pip install 'xrayprototype[dicom]'") from None
-    dataset = pydicom.dcmread(str(path))
-    pixels = dataset.pixel_array.astype(np.float64)
-    if getattr(dataset, "PhotometricInterpretation", "") == "MONOCHROME1":
-        pixels = pixels.max() - pixels
-    return _to_8bit(Image.fromarray(pixels.astype(np.float32), mode="F"))
+    """The first frame as :func:`dicom.display_pixels` gives it, then to 8 bits: the VOI
+    step's output range linearly to 0..255 when a window or VOI LUT applied; without one,
+    the robust percentile stretch of ``_to_8bit`` (0.5th to 99.5th percentile)."""
+    pixels = display_pixels(path)
+    if pixels.values.ndim == 3:
+        return Image.fromarray(pixels.values, mode="RGB")
+    if pixels.output_range is not None:
+        return _scale_range_to_8bit(pixels.values, *pixels.output_range)
+    return _to_8bit(Image.fromarray(pixels.values.astype(np.float32), mode="F"))
 
 
 def _open(path: Path, size_hint: int) -> Image.Image:
-    if path.suffix.lower() in (".dcm", ".dicom"):
+    if is_dicom(path):
         return _read_dicom(path)
     image = Image.open(path)
     if image.format == "JPEG" and size_hint:
         image.draft(image.mode, (size_hint, size_hint))  # decode at a reduced scale: faster
     image.load()
+    ImageOps.exif_transpose(image, in_place=True)  # after draft and load: the stored frame
     return image
+
+
+def image_header(path: Union[str, Path]) -> dict:
+    """``{"width", "height", "channels", "mode", "bits", "format"}`` of an image file from
+    its header, without decoding the pixels: the size a decoded image has (EXIF-oriented for
+    JPEG / PNG / TIFF / WebP; a DICOM's Columns x Rows, its mode the Photometric
+    Interpretation, its bits the Bits Stored).
+
+    Example:
+        >>> image_header("chest.jpeg")["width"]
+        2090
+    """
+    path = Path(path)
+    if is_dicom(path):
+        header = read_dicom_header(path)
+        photometric = str(header.get("PhotometricInterpretation", "") or "missing").strip()
+        return {"width": int(header.get("Columns", 0) or 0),
+                "height": int(header.get("Rows", 0) or 0),
+                "channels": int(header.get("SamplesPerPixel", 1) or 1), "mode": photometric,
+                "bits": header.get("BitsStored"), "format": "DICOM"}
+    with Image.open(path) as image:
+        width, height = image.size
+        if image.getexif().get(ExifTags.Base.Orientation, 1) in _ROTATED_90:
+            width, height = height, width
+        return {"width": width, "height": height, "channels": len(image.getbands()),
+                "mode": image.mode, "bits": MODE_BITS.get(image.mode, 8),
+                "format": image.format or path.suffix.lstrip(".")}
 
 
 def _to_channels(image: Image.Image, channels: int) -> Image.Image:

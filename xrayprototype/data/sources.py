@@ -12,9 +12,12 @@ from typing import List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ..errors import DatasetError
+from .dicom import is_dicom_file
 
+DICOM_EXTENSIONS = {".dcm", ".dicom"}
+#: files found by extension; DICOM files are also found by content, whatever their name
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif",
-                    ".dcm", ".dicom", ".ppm", ".pgm"}
+                    ".ppm", ".pgm"} | DICOM_EXTENSIONS
 TRAIN_FOLDER_NAMES = ("train", "training")
 VAL_FOLDER_NAMES = ("val", "validation", "valid")
 #: more distinct labels than this, and more than one per two rows: a CSV's label column is
@@ -87,9 +90,27 @@ class ImageRecords:
         return {name: int(n) for name, n in zip(self.classes, counts)}
 
 
-def is_image_file(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS and \
-        not path.name.startswith(".")
+def is_dicom(path: Union[str, Path]) -> bool:
+    """DICOM by extension (``.dcm``, ``.dicom``), or by content (``DICM`` at byte 128) for a
+    file without a known image extension (``IM000001``, ``1.2.840.113619.2.5``)."""
+    suffix = Path(path).suffix.lower()
+    if suffix in DICOM_EXTENSIONS:
+        return True
+    return suffix not in IMAGE_EXTENSIONS and is_dicom_file(path)
+
+
+def is_image_file(path: Union[str, Path]) -> bool:
+    """A visible file with a known image extension, or a DICOM file of any name (its first
+    132 bytes are read only for a file without a known image extension).
+
+    Example:
+        >>> is_image_file(Path("export/IM000001")), is_image_file(Path("notes.txt"))
+        (True, False)
+    """
+    path = Path(path)
+    if path.name.startswith(".") or not path.is_file():
+        return False
+    return path.suffix.lower() in IMAGE_EXTENSIONS or is_dicom_file(path)
 
 
 def patient_groups(paths: Sequence[str], pattern: Optional[str]) -> List[str]:
@@ -150,7 +171,8 @@ def scan_class_folders(root: Union[str, Path], classes: Optional[Sequence[str]] 
         files = sorted(str(p) for p in class_dir.rglob("*") if is_image_file(p))
         if not files:
             raise DatasetError(f"class folder {class_dir} holds no images (looked for "
-                               f"{', '.join(sorted(IMAGE_EXTENSIONS))}); add images or remove it.")
+                               f"{', '.join(sorted(IMAGE_EXTENSIONS))}, and DICOM files of any "
+                               "name); add images or remove it.")
         paths += files
         labels += [list(classes).index(class_dir.name)] * len(files)
     return ImageRecords(paths, np.array(labels), list(classes),
