@@ -243,7 +243,7 @@ def _fetch(args):
                  allow_unverified=args.allow_unverified, progress=not args.quiet)
     usage = next(e["usage"] for e in list_datasets() if e["name"] == args.name)
     if not args.quiet:
-        print(f"{args.name}: {path}\n  use: {usage.replace('PATH', repr(str(path)))}",
+        print(f"{args.name}: {path}\n  use: {usage.replace('PATH', str(path))}",
               flush=True)
     return {"name": args.name, "path": str(path), "usage": usage}
 

@@ -51,8 +51,8 @@ REGISTRY: Dict[str, DatasetEntry] = {e.name: e for e in (
                     "(github.com/MedMNIST/MedMNIST, INFO['pneumoniamnist']['MD5']); no "
                     "SHA-256 is published",
         licence="CC BY 4.0", layout="file", folder="pneumoniamnist", result="pneumoniamnist.npz",
-        usage="Default(dataset_path=PATH) trains on its train + val splits; evaluate with "
-              "Dataset_Params(dataset_path=PATH) (its test split)"),
+        usage="Default(dataset_path='PATH') trains on its train + val splits; evaluate with "
+              "Dataset_Params(dataset_path='PATH') (its test split)"),
     DatasetEntry(
         name="kermany", title="Kermany, Zhang & Goldbaum 2018 chest X-ray (pneumonia), "
                               "Mendeley Data rscbjbr9sj v2, ChestXRay2017.zip (about 1.2 GB)",
@@ -66,7 +66,7 @@ REGISTRY: Dict[str, DatasetEntry] = {e.name: e for e in (
                     "written, and no copy of it was found in public code; read it there and "
                     "pass known_hash='sha256:...' (or allow_unverified=True)",
         licence="CC BY 4.0", layout="kermany", folder="kermany", result="chest_xray",
-        usage="Default(dataset_path=PATH / 'train'); evaluate on PATH / 'test'"),
+        usage="Default(dataset_path='PATH/train'); evaluate on 'PATH/test'"),
     DatasetEntry(
         name="covid-ieee8023", title="ieee8023 COVID-19 image data collection (Cohen et al.), "
                                      f"GitHub archive of commit {IEEE8023_COMMIT[:10]}",
@@ -79,7 +79,7 @@ REGISTRY: Dict[str, DatasetEntry] = {e.name: e for e in (
         licence="per image: column 'license' of labels.csv (several rows state none); keep "
                 "the rows whose licence allows your use",
         layout="ieee8023", folder="covid-ieee8023", result="",
-        usage="Default(dataset_path=PATH, path_to_csv=PATH / 'labels.csv', "
+        usage="Default(dataset_path='PATH', path_to_csv='PATH/labels.csv', "
               "group_column='patientid') (frontal X-rays; label COVID-19 / normal / other)"),
 )}
 
