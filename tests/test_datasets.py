@@ -203,6 +203,22 @@ def test_a_broken_download_resumes_with_a_range_request(server, tmp_path, attemp
     assert server.requests == []
 
 
+def test_two_fetches_of_one_set_at_once_download_it_once(server, tmp_path):
+    """Parallel jobs sharing a data root: the second waits for the first, then finds it."""
+    name = REGISTRY["kermany"].file_name
+    server.requests.clear()
+    paths = []
+    jobs = [threading.Thread(target=lambda: paths.append(fetch(
+        "kermany", tmp_path, url=server.url(name), known_hash=sha256(server.files[name]),
+        progress=False))) for _ in range(2)]
+    for job in jobs:
+        job.start()
+    for job in jobs:
+        job.join()
+    assert paths == [tmp_path / "kermany" / "chest_xray"] * 2
+    assert len(server.requests) == 1
+
+
 # ---------------------------------------------------------------------------- layouts
 def test_kermany_unpacks_into_class_folders_the_library_trains_on(server, tmp_path):
     name = REGISTRY["kermany"].file_name

@@ -137,8 +137,8 @@ def fetch(name: str, root=None, *, url: Optional[str] = None, known_hash: Option
     if name not in REGISTRY:
         raise unknown_name("data set", name, REGISTRY, hint="see list_datasets() or "
                                                             "`xrayprototype fetch --list`")
-    entry = REGISTRY[name]
-    target = data_root(root) / entry.folder
+    entry, folder = REGISTRY[name], data_root(root)
+    target = folder / entry.folder
     result = target / entry.result if entry.result else target
     if entry.layout != "file" and is_unpacked(target):
         return result
@@ -150,14 +150,30 @@ def fetch(name: str, root=None, *, url: Optional[str] = None, known_hash: Option
             "allow_unverified=True (CLI: --allow-unverified) to download it unchecked; the "
             "warning then gives its SHA-256 to pin.")
     source = url or _mirror_url(entry) or entry.url
-    if entry.layout == "file":
-        return download(source, target, entry.file_name, checksum, attempts, progress)
-    archive = download(source, data_root(root) / "downloads", entry.file_name, checksum,
-                       attempts, progress)
-    build = {"kermany": build_kermany, "ieee8023": build_ieee8023}[entry.layout]
-    unpack(archive, target, build, {"name": name, "url": source, "archive": str(archive),
-                                    "known_hash": checksum})
+    folder.mkdir(parents=True, exist_ok=True)
+    with _one_fetch_at_a_time(folder / f".{entry.folder}.lock"):
+        if entry.layout == "file":
+            return download(source, target, entry.file_name, checksum, attempts, progress)
+        if is_unpacked(target):                  # another process finished it meanwhile
+            return result
+        archive = download(source, folder / "downloads", entry.file_name, checksum,
+                           attempts, progress)
+        build = {"kermany": build_kermany, "ieee8023": build_ieee8023}[entry.layout]
+        unpack(archive, target, build, {"name": name, "url": source, "archive": str(archive),
+                                        "known_hash": checksum})
     return result
+
+
+def _one_fetch_at_a_time(path: Path):
+    """A blocking lock shared by threads and processes: two fetches of one set into one root
+    (parallel jobs) would write the same partial file; the second waits, then finds it done.
+    The lock file stays (removing it would let two processes lock two files of one name)."""
+    from filelock import FileLock
+
+    try:
+        return FileLock(str(path), thread_local=False, preserve_lock_file=True)
+    except TypeError:                           # filelock 3.x: never removes a Unix lock file
+        return FileLock(str(path), thread_local=False)
 
 
 def _mirror_url(entry: DatasetEntry) -> Optional[str]:
