@@ -11,6 +11,7 @@ FACADE_MODULES = {"prototype", "facade_base", "facade_settings", "facade_recipes
                   "facade_optim", "facade_losses", "facade_transforms", "facade_preprocessing",
                   "facade_evaluation", "facade_explain", "facade_analysis", "facade_audit",
                   "facade_extras", "facade_visualize", "facade_layers", "facade_activations",
+                  "facade_export",
                   "compare", "ensemble", "demo", "cli", "monk"}
 #: entry points that must open experiments through Experiment.create / Experiment.open
 NO_PROTOTYPE_CONSTRUCTION = ("ensemble", "analysis", "cli", "compare")

@@ -79,6 +79,7 @@ class Capabilities:
                                          # export_model (Visualize_* verbs)
     multi_label: bool = False            # set_multi_label(True): sigmoid outputs, multi-hot BCE
     head_layers: Tuple[str, ...] = ()    # custom-head layer names it builds (head.HEAD_LAYERS)
+    export_formats: Tuple[str, ...] = ()  # export_onnx() and its like (Export(format=...))
 
 
 @dataclass
@@ -301,6 +302,18 @@ class Backend(abc.ABC):
         a file a model viewer (Netron) reads, named ``stem`` plus the format's suffix; return
         the file to open. Loading it back must not need this library."""
         raise ConfigError(self.cannot_visualize())
+
+    def export_onnx(self, path: Path, data_shape: Tuple[int, int, int]) -> Path:
+        """Write the built model (eval mode) as the ONNX file ``path`` for a batch of images of
+        ``data_shape`` (channels, height, width), any batch size: its one input is the float32
+        batch ``predict`` takes (``capabilities().layout``, normalised by the core), its one
+        output what ``predict`` returns (softmax, or sigmoid in multi-label mode). The file
+        runs in ``onnxruntime`` without this library or the framework. Declared by
+        ``"onnx"`` in ``capabilities().export_formats``; the core names the file's input and
+        output and writes the sidecar (``xrayprototype.export``)."""
+        raise ConfigError(f"backend '{self.name}' cannot export to ONNX (capabilities()."
+                          "export_formats has no 'onnx'); train the experiment with a backend "
+                          "that can (pytorch, gluon, keras) to use Export.")
 
     def cannot_visualize(self) -> str:
         return (f"backend '{self.name}' has no visualization hooks (capabilities()."

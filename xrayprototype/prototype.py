@@ -19,6 +19,7 @@ from .facade_analysis import AnalysisVerbs
 from .facade_audit import AuditVerbs
 from .facade_evaluation import EvaluationVerbs
 from .facade_explain import ExplanationVerbs
+from .facade_export import ExportVerbs
 from .facade_extras import ExtraVerbs
 from .facade_layers import LayerVerbs
 from .facade_losses import LossVerbs
@@ -35,7 +36,7 @@ from .workspace import ExperimentPaths, resolve_root
 class prototype(SettingsVerbs, OptimizationVerbs, LossVerbs, TransformVerbs,
                 PreprocessingVerbs, RecipeVerbs, LayerVerbs, ActivationVerbs,  # noqa: N801
                 EvaluationVerbs, ExplanationVerbs, VisualizationVerbs,
-                AnalysisVerbs, AuditVerbs, ExtraVerbs):     # (Monk's spelling)
+                AnalysisVerbs, AuditVerbs, ExtraVerbs, ExportVerbs):  # (Monk's spelling)
     """One experiment at a time: ``Prototype`` opens it, the other verbs act on it.
 
     Args:

@@ -11,7 +11,7 @@ from xrayprototype.config import ModelConfig, OptimConfig
 from xrayprototype.errors import ExperimentError
 from xrayprototype.optim import gradient_changes
 
-from . import explain, visualize
+from . import explain, export, visualize
 from ._compat import import_gluoncv, import_mxnet
 from .losses import LOSS_NAMES, ClassificationLoss, MultiLabelLoss
 from .monk import PARAMS, SYMBOL, load_exported_model
@@ -75,7 +75,7 @@ class GluonBackend(Backend):
                             NATIVE_PREFIX, devices, soft_targets=True, layer_freezing=True,
                             discriminative_lr=True, input_channels=(3,),
                             explanations=True, multi_label=True, visualization=True,
-                            head_layers=HEAD_LAYER_NAMES)
+                            head_layers=HEAD_LAYER_NAMES, export_formats=("onnx",))
 
     def build_model(self, config: ModelConfig, num_classes: int) -> Dict:
         self.ctx = mx.gpu(0) if config.use_gpu and _gpu_count() else mx.cpu()
@@ -274,3 +274,6 @@ class GluonBackend(Backend):
 
     def export_model(self, stem: Path, data_shape: Tuple[int, int, int]) -> Path:
         return visualize.export_model(self.net, self.ctx, stem, data_shape)
+
+    def export_onnx(self, path: Path, data_shape: Tuple[int, int, int]) -> Path:
+        return export.export_onnx(self.net, self.ctx, path, data_shape, self.multi_label)

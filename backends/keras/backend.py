@@ -10,7 +10,7 @@ from xrayprototype.config import ModelConfig, OptimConfig
 from xrayprototype.errors import ConfigError, ExperimentError
 from xrayprototype.optim import gradient_changes
 
-from . import visualize
+from . import export, visualize
 from ._compat import setup_tensorflow
 from .explain import Explainer
 from .losses import LOSS_NAMES, ClassificationLoss, MultiLabelLoss
@@ -59,7 +59,8 @@ class KerasBackend(Backend):
                 model_table(), OPTIMIZER_NAMES, LOSS_NAMES, "NHWC", None,
                 ("cpu", "gpu") if gpus else ("cpu",), soft_targets=True, layer_freezing=True,
                 discriminative_lr=True, input_channels=(3,), explanations=True,
-                multi_label=True, visualization=True, head_layers=HEAD_LAYER_NAMES)
+                multi_label=True, visualization=True, head_layers=HEAD_LAYER_NAMES,
+                export_formats=("onnx",))
         return KerasBackend._capabilities
 
     def limit_gpu_memory(self, fraction: float) -> str:
@@ -286,6 +287,9 @@ class KerasBackend(Backend):
 
     def export_model(self, stem: Path, data_shape: Tuple[int, int, int]) -> Path:
         return visualize.export_model(self.model, stem)
+
+    def export_onnx(self, path: Path, data_shape: Tuple[int, int, int]) -> Path:
+        return export.export_onnx(self.model, self.device, path, data_shape, self.multi_label)
 
     # ------------------------------------------------------------------ persistence
     def save(self, stem: Path, with_optimizer: bool = False) -> List[Path]:

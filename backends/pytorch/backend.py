@@ -12,7 +12,7 @@ from xrayprototype.backend import (Backend, Capabilities, LayerGradients,
 from xrayprototype.config import ModelConfig, OptimConfig
 from xrayprototype.optim import gradient_changes
 
-from . import explain, visualize
+from . import explain, export, visualize
 from .losses import LOSS_NAMES, ClassificationLoss, MultiLabelLoss
 from .heads import HEAD_LAYER_NAMES
 from .models import (TIMM_PREFIX, base_layers, create_model, freeze_first, head_parameters,
@@ -53,7 +53,7 @@ class PyTorchBackend(Backend):
                             TIMM_PREFIX, devices, soft_targets=True, layer_freezing=True,
                             discriminative_lr=True, input_channels=(3,), explanations=True,
                             multi_label=True, visualization=True,
-                            head_layers=HEAD_LAYER_NAMES)
+                            head_layers=HEAD_LAYER_NAMES, export_formats=("onnx",))
 
     def build_model(self, config: ModelConfig, num_classes: int) -> Dict:
         self.device = torch.device("cuda" if config.use_gpu and torch.cuda.is_available() else "cpu")
@@ -250,3 +250,7 @@ class PyTorchBackend(Backend):
     def export_model(self, stem: Path, data_shape: Tuple[int, int, int]) -> Path:
         self._mode(False)
         return visualize.export_model(self.model, self.device, stem, data_shape)
+
+    def export_onnx(self, path: Path, data_shape: Tuple[int, int, int]) -> Path:
+        self._mode(False)
+        return export.export_onnx(self.model, self.device, path, data_shape, self.multi_label)

@@ -2,13 +2,14 @@
 and the model exported for Netron (ONNX when the ``onnx`` package is installed, else
 TorchScript). The grids are drawn by the core (``xrayprototype.visualize``)."""
 import importlib.util
-import warnings
 from pathlib import Path
 from typing import List, Tuple
 
 import numpy as np
 import torch
 from torch import nn
+
+from .export import write_onnx
 
 
 def conv_layers(model: nn.Module) -> List[str]:
@@ -47,12 +48,7 @@ def export_model(model: nn.Module, device: torch.device, stem: Path,
     ``stem.pt`` (TorchScript, ``torch.jit.load`` reads it); both hold the graph and weights."""
     dummy = torch.zeros(1, *data_shape, device=device)
     if importlib.util.find_spec("onnx") is not None:
-        path = Path(f"{stem}.onnx")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")     # the TorchScript-based exporter's deprecation
-            torch.onnx.export(model, (dummy,), str(path), dynamo=False, input_names=["image"],
-                              output_names=["scores"])
-        return path
+        return write_onnx(model, dummy, Path(f"{stem}.onnx"))
     path = Path(f"{stem}.pt")
     with torch.no_grad():
         torch.jit.trace(model, dummy).save(str(path))
