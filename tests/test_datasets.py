@@ -276,6 +276,18 @@ def test_ieee8023_gives_frontal_xrays_with_labels_and_patients(server, tmp_path)
     assert not set(data.train.groups) & set(data.val.groups)
 
 
+def test_the_label_rule_matches_the_shared_ieee8023_labels(shared_dir):
+    """The shared copy (a third party's frontal, permissive subset, 2020-06) labels the same."""
+    import pandas as pd
+
+    from xrayprototype.data.archives import FRONTAL_VIEWS, ieee8023_label
+
+    table = pd.read_csv(shared_dir / "data" / "covid-ieee8023-permissive" / "labels.csv",
+                        dtype=str, keep_default_na=False)
+    assert list(table["finding"].map(ieee8023_label)) == list(table["label"])
+    assert set(table["view"]) <= set(FRONTAL_VIEWS)
+
+
 # ---------------------------------------------------------------------------- CLI
 def test_cli_fetch_and_list(server, tmp_path, monkeypatch, capsys):
     data = server.files["pneumoniamnist.npz"]
