@@ -166,6 +166,19 @@ def test_rgb_ybr_and_multi_frame_files(tmp_path):
     np.testing.assert_array_equal(decoded(multi), linear_window(RAMP12, 1500, 1001))
 
 
+def test_enhanced_multi_frame_rescale_and_window_from_the_functional_groups(tmp_path):
+    transform, window, shared = Dataset(), Dataset(), Dataset()
+    transform.RescaleSlope, transform.RescaleIntercept = 2, -100
+    window.WindowCenter, window.WindowWidth = 2500, 2001
+    shared.PixelValueTransformationSequence = Sequence([transform])
+    shared.FrameVOILUTSequence = Sequence([window])
+    frames = np.stack([RAMP12, RAMP12[::-1]])
+    path = write_dicom(tmp_path / "enhanced.dcm", frames, bits_stored=12,
+                       SharedFunctionalGroupsSequence=Sequence([shared]))
+    expected = linear_window(RAMP12 * 2.0 - 100, 2500, 2001)
+    np.testing.assert_array_equal(decoded(path), expected)
+
+
 def test_a_dicom_without_pixel_data_is_a_corrupt_image_naming_why(tmp_path):
     from xrayprototype.data.decode import CorruptImageError
 

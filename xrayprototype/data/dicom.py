@@ -16,7 +16,9 @@ pydicom's own functions:
 Colour files (RGB; YBR_FULL / YBR_FULL_422 converted with ``convert_color_space``; YBR_ICT /
 YBR_RCT, which JPEG 2000 decoders return as RGB; PALETTE COLOR through ``apply_color_lut``)
 skip the grayscale steps.
-Tags inside functional group sequences (enhanced multi-frame objects) are not read.
+An enhanced multi-frame object keeps its rescale and window in functional groups; the
+shared groups' (else frame 0's) Pixel Value Transformation and Frame VOI LUT are used when
+the top level has none.
 
 Example:
     >>> pixels = display_pixels("IM000001")
@@ -197,6 +199,26 @@ def _colour_pixels(stored: np.ndarray, dataset, photometric: str) -> DicomPixels
     return DicomPixels(stored, None)
 
 
+#: functional group sequences -> the top-level tags they carry for frame 0
+_FRAME_GROUPS = {"PixelValueTransformationSequence": ("RescaleSlope", "RescaleIntercept"),
+                 "FrameVOILUTSequence": ("WindowCenter", "WindowWidth", "VOILUTFunction")}
+
+
+def _lift_frame_groups(dataset) -> None:
+    """Copy frame 0's rescale and window from the functional groups of an enhanced
+    multi-frame object to the top level, where pydicom's LUT functions read them."""
+    groups = [seq[0] for seq in (dataset.get("SharedFunctionalGroupsSequence"),
+                                 dataset.get("PerFrameFunctionalGroupsSequence")) if seq]
+    for sequence_name, names in _FRAME_GROUPS.items():
+        for group in groups:
+            items = group.get(sequence_name)
+            if items:
+                for name in names:
+                    if name not in dataset and name in items[0]:
+                        setattr(dataset, name, items[0].get(name))
+                break
+
+
 def display_pixels(path: Union[str, Path]) -> DicomPixels:
     """The first frame of the DICOM file ``path`` through the steps of the module.
 
@@ -207,6 +229,7 @@ def display_pixels(path: Union[str, Path]) -> DicomPixels:
     path = Path(path)
     dataset = _pydicom().dcmread(str(path))
     stored = _first_frame(dataset, path)
+    _lift_frame_groups(dataset)
     photometric = str(dataset.get("PhotometricInterpretation", "MONOCHROME2")).strip()
     if photometric in ("MONOCHROME1", "MONOCHROME2"):
         return grayscale_pixels(stored, dataset)
