@@ -18,8 +18,6 @@ Example:
     >>> etf.Dataset_Params(dataset_path="chest_xray/test")
     >>> accuracy, per_class = etf.Evaluate()
 """
-import itertools
-import math
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -27,93 +25,19 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from . import state as st
+from .combination import (MAX_GRID_POINTS, WEIGHT_METRICS, CombinedPredictor,  # noqa: F401
+                          combine, simplex_grid, tune_weights)
 from .config import ExperimentConfig
 from .data import ImageRecords, load_eval
 from .errors import ConfigError, ExperimentError
 from .evaluation import (choose_threshold, decision_record, decision_rule, evaluate_predictions,
-                         image_files, prediction_result, report_lines)
+                         image_files, report_lines)
 from .experiment import EVALUATION_DATA_FIELDS, Experiment
-from .metrics import check_threshold_method, positive_index, roc_auc
+from .metrics import check_threshold_method, positive_index
 from .validation import updated_config
 from .workspace import ExperimentPaths, NamedCollection, ensemble_dir
 
 ENSEMBLE_FILE = "ensemble.json"
-WEIGHT_METRICS = ("roc_auc", "log_loss")
-MAX_GRID_POINTS = 50_000
-
-
-# ---------------------------------------------------------------------------- the math
-def combine(member_probabilities: Sequence[np.ndarray],
-            weights: Optional[Sequence[float]] = None) -> np.ndarray:
-    """Weighted mean of the members' ``(N, classes)`` probabilities (plain mean by default).
-
-    Example:
-        >>> combine([np.array([[.8, .2]]), np.array([[.4, .6]])]).tolist()
-        [[0.6000000000000001, 0.4]]
-    """
-    stack = np.stack([np.asarray(p, dtype=np.float64) for p in member_probabilities])
-    w = np.full(len(stack), 1.0 / len(stack)) if weights is None else \
-        np.asarray(weights, dtype=np.float64) / np.sum(weights)
-    return np.tensordot(w, stack, axes=1)
-
-
-def simplex_grid(num_members: int, step: float = 0.1) -> np.ndarray:
-    """Every weight vector of ``num_members`` non-negative multiples of ``step`` summing to 1.
-
-    Example:
-        >>> simplex_grid(2, 0.5).tolist()
-        [[0.0, 1.0], [0.5, 0.5], [1.0, 0.0]]
-    """
-    parts = int(round(1.0 / step)) if step > 0 else 0
-    if parts < 1 or abs(parts * step - 1.0) > 1e-9:
-        raise ConfigError(f"step must divide 1 (e.g. 0.1, 0.05, 0.25), got {step!r}.")
-    count = math.comb(parts + num_members - 1, num_members - 1)
-    if count > MAX_GRID_POINTS:
-        raise ConfigError(f"a weight grid of step {step} over {num_members} members has {count} "
-                          f"points (more than {MAX_GRID_POINTS}); use a coarser step.")
-    rows = []
-    for bars in itertools.combinations(range(parts + num_members - 1), num_members - 1):
-        edges = (-1,) + bars + (parts + num_members - 1,)
-        rows.append([edges[i + 1] - edges[i] - 1 for i in range(num_members)])
-    return np.asarray(rows, dtype=np.float64) / parts
-
-
-def _score(metric: str, labels: np.ndarray, probabilities: np.ndarray) -> Optional[float]:
-    """``metric`` of combined probabilities, oriented so that higher is better."""
-    from sklearn.metrics import log_loss
-
-    num_classes = probabilities.shape[1]
-    if metric == "roc_auc":
-        return roc_auc(labels, probabilities, num_classes)
-    # float32 softmax outputs sum to 1 only within ~1e-7, which sklearn warns about
-    normalised = probabilities / probabilities.sum(axis=1, keepdims=True)
-    return -float(log_loss(labels, normalised, labels=list(range(num_classes))))
-
-
-def tune_weights(member_probabilities: Sequence[np.ndarray], labels: np.ndarray,
-                 metric: str = "roc_auc", step: float = 0.1) -> Dict:
-    """The member weights maximising validation ROC-AUC (or minimising log-loss) over a grid
-    of the simplex. The plain mean is tried first and kept unless a grid point is strictly
-    better, so the result is never worse than the mean on these images.
-
-    Returns ``{"weights", "metric", "step", "val_score", "val_score_of_mean"}``.
-    """
-    if metric not in WEIGHT_METRICS:
-        raise ConfigError(f"metric must be one of {WEIGHT_METRICS}, got {metric!r}.")
-    labels = np.asarray(labels)
-    count = len(member_probabilities)
-    candidates = np.vstack([np.full((1, count), 1.0 / count), simplex_grid(count, step)])
-    scores = [_score(metric, labels, combine(member_probabilities, w)) for w in candidates]
-    if scores[0] is None:
-        raise ExperimentError(f"{metric} is undefined on this validation split (it needs every "
-                              "class present); weights cannot be tuned on it.")
-    best = 0
-    for k, score in enumerate(scores):
-        if score > scores[best]:
-            best = k
-    sign = 1.0 if metric == "roc_auc" else -1.0
-    return {"weights": candidates[best].tolist(), "metric": metric, "step": step,
-            "val_score": sign * scores[best], "val_score_of_mean": sign * scores[0]}
 
 
 # ---------------------------------------------------------------------------- the facade
@@ -442,8 +366,15 @@ class ensemble(NamedCollection):  # noqa: N801  (Monk's spelling is the public A
             self._say(line)
         return 100.0 * metrics["accuracy"], metrics["monk_per_class"]
 
+    def predictor(self) -> CombinedPredictor:
+        """The members (opened, best weights loaded) as one ``combination.CombinedPredictor``
+        with the ensemble's weights and decision threshold."""
+        return CombinedPredictor(self._opened(), self.state["classes"], self.state["weights"],
+                                 self.state.get("decision_threshold"))
+
     def Infer(self, img_name: Optional[str] = None, img_dir: Optional[str] = None,
-              return_raw: bool = False, tta: bool = False) -> Union[Dict, List[Dict]]:
+              return_raw: bool = False, tta: bool = False, recursive: bool = False,
+              output_csv: Optional[str] = None) -> Union[Dict, List[Dict]]:
         """As ``prototype.Infer``, with the combined probabilities (and the decision
         threshold, when one is set).
 
@@ -452,30 +383,36 @@ class ensemble(NamedCollection):  # noqa: N801  (Monk's spelling is the public A
             img_dir: a folder whose images are all predicted. Give exactly one of the two.
             return_raw: add ``"raw"``, the combined probabilities as a list in class order.
             tta: average each image's probabilities with its horizontal mirror image's.
+            recursive: with ``img_dir``, also the images of its sub-folders (hidden files
+                and folders left out), in sorted order.
+            output_csv: with ``img_dir``, stream the predictions into this CSV (one row per
+                image, written as it is predicted; bounded memory) and return a summary.
 
         Returns:
             ``{"img_name", "predicted_class", "score", "probabilities": {class: p}}``
             (``score``: the predicted class's probability; plus ``decision_threshold`` when
             one decides, ``raw`` with return_raw); for ``img_dir`` a list of them, sorted by
-            file name (an unreadable file: ``"skipped": reason``, no prediction).
+            file name (an unreadable file: ``"skipped": reason``, no prediction); with
+            ``output_csv`` the summary of ``prototype.Infer``.
 
         Example:
             >>> etf.Infer(img_name="chest_xray/test/NORMAL/IM-0001-0001.jpeg")["predicted_class"]
+            >>> etf.Infer(img_dir="scans", recursive=True, output_csv="predictions.csv")
         """
-        from .prediction import SKIPPED_RESULT, describe_result
+        from .batch_inference import predict_folder_to_csv, predict_list, summary_lines
+        from .prediction import describe_result
 
-        files = image_files(img_name, img_dir)
-        names = [str(f) for f in files]
-        skipped: Dict[str, str] = {}               # a folder survives an unreadable file
-        on_corrupt = "error" if img_dir is None else "skip"
-        combined = combine([m.predict_files(names, tta=tta, on_corrupt=on_corrupt,
-                                            skipped=skipped) for m in self._opened()],
-                           self.state["weights"])
-        results = [dict(SKIPPED_RESULT, img_name=name, skipped=skipped[name])
-                   if name in skipped else
-                   prediction_result(name, p, self.state["classes"],
-                                     self.state.get("decision_threshold"), return_raw)
-                   for name, p in zip(names, combined)]
+        if output_csv is not None:
+            if img_dir is None:
+                raise ConfigError("output_csv= streams a folder's predictions: give img_dir=.")
+            summary = predict_folder_to_csv(self.predictor(), img_dir, output_csv, recursive,
+                                            tta, progress=bool(self.verbose))
+            for line in summary_lines(summary):
+                self._say(line)
+            return summary
+        names = [str(f) for f in image_files(img_name, img_dir, recursive)]
+        results = predict_list(self.predictor(), names, tta, return_raw,      # a folder survives
+                               on_corrupt="error" if img_dir is None else "skip")  # bad files
         for result in results:
             self._say(describe_result(result))
         return results[0] if img_name is not None else results

@@ -5,13 +5,14 @@ report, inference results and latency.
 Framework-free: a model is reached only through a ``predict`` callable (``Backend.predict``:
 a float batch in the backend's layout -> class probabilities).
 """
+import os
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 
-from .data.sources import IMAGE_EXTENSIONS
+from .data.sources import is_image_file
 from .errors import ConfigError
 from .intervals import LEVEL, METHOD, RESAMPLES, bootstrap_interval
 from .metrics import (classification_metrics, monk_per_class, positive_index,
@@ -321,21 +322,56 @@ def report_lines(metrics: Dict, logs_dir: Path) -> List[str]:
 
 
 # ---------------------------------------------------------------------------- inference
-def image_files(img_name: Optional[str] = None, img_dir: Optional[str] = None) -> List[Path]:
-    """The image named, or every image of the folder sorted by name; clear errors otherwise."""
+def walk_images(folder: Path, recursive: bool = False) -> Iterator[Path]:
+    """The images of ``folder`` (and, with ``recursive``, of its sub-folders), one at a time in
+    a deterministic order: each folder's entries sorted by name, a sub-folder walked where its
+    name falls. Hidden files and folders (``.name``) are left out; an image is what
+    ``data.sources.is_image_file`` recognises. Only one folder's names are held at a time, so
+    a tree of any size is enumerated in bounded memory.
+
+    Example:
+        >>> next(walk_images(Path("chest_xray/test"), recursive=True))
+        PosixPath('chest_xray/test/NORMAL/IM-0001-0001.jpeg')
+    """
+    with os.scandir(folder) as entries:
+        names = sorted((entry.name, entry.is_dir()) for entry in entries
+                       if not entry.name.startswith("."))
+    for name, is_dir in names:
+        path = Path(folder) / name
+        if is_dir:
+            if recursive:
+                yield from walk_images(path, recursive)
+        elif is_image_file(path):
+            yield path
+
+
+def image_files(img_name: Optional[str] = None, img_dir: Optional[str] = None,
+                recursive: bool = False) -> List[Path]:
+    """The image named, or every image of the folder (with ``recursive`` of its whole tree) in
+    ``walk_images`` order; clear errors otherwise."""
+    folder = image_folder(img_name, img_dir)
+    if folder is None:
+        return [Path(img_name)]
+    files = list(walk_images(folder, recursive))
+    if not files:
+        raise ConfigError(f"folder '{img_dir}' holds no images"
+                          f"{'' if recursive else ' (sub-folders are read with recursive=True)'}.")
+    return files
+
+
+def image_folder(img_name: Optional[str] = None, img_dir: Optional[str] = None) -> Optional[Path]:
+    """Check that exactly one of ``img_name`` (an existing file) and ``img_dir`` (an existing
+    folder) is given; the folder, or None for one image."""
     if (img_name is None) == (img_dir is None):
         raise ConfigError("give exactly one of img_name= (one image) or img_dir= (a folder).")
     if img_name is not None:
         if not Path(img_name).is_file():
             raise ConfigError(f"image '{img_name}' does not exist.")
-        return [Path(img_name)]
+        return None
     folder = Path(img_dir)
     if not folder.is_dir():
         raise ConfigError(f"folder '{img_dir}' does not exist.")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
-    if not files:
-        raise ConfigError(f"folder '{img_dir}' holds no images.")
-    return files
+    return folder
 
 
 def prediction_result(name: str, probabilities: np.ndarray, classes: List[str],

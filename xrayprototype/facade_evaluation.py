@@ -3,7 +3,7 @@
 ``evaluation`` and ``calibration``."""
 from typing import Dict, List, Optional, Tuple, Union
 
-from .errors import ExperimentError
+from .errors import ConfigError, ExperimentError
 from .evaluation import decision_record, decision_rule, report_lines
 from .facade_base import FacadeBase
 from .metrics import check_threshold_method, positive_index
@@ -85,7 +85,8 @@ class EvaluationVerbs(FacadeBase):
 
     def Infer(self, img_name: Optional[str] = None, img_dir: Optional[str] = None,
               return_raw: bool = False, tta: bool = False,
-              img_thresh: Optional[float] = None) -> Union[Dict, List[Dict]]:
+              img_thresh: Optional[float] = None, recursive: bool = False,
+              output_csv: Optional[str] = None) -> Union[Dict, List[Dict]]:
         """Predict one image (``img_name``) or every image of a folder (``img_dir``) with the
         best saved weights, the temperature (``Calibrate``) and the decision threshold, when
         they are set.
@@ -98,6 +99,15 @@ class EvaluationVerbs(FacadeBase):
             img_thresh: multi-label models only (Monk's argument): a label is predicted when
                 its probability >= img_thresh; None uses each label's own threshold (0.5
                 unless ``Select_Threshold`` / ``update_decision_threshold`` set one).
+            recursive: with ``img_dir``, also the images of its sub-folders, walked in
+                sorted order (hidden files and folders left out).
+            output_csv: with ``img_dir``, stream the predictions into this CSV instead of
+                returning a list: images are enumerated lazily and predicted in batches, each
+                row (``file`` relative to img_dir, ``predicted_class`` and ``score`` or a
+                multi-label model's ``predicted_labels`` and ``scores``, ``p_<class>`` per
+                class, ``decision_rule``, ``temperature``, ``skipped``) is written as it is
+                predicted, memory stays bounded, and a progress bar shows when verbose.
+                Unreadable files get a row with their reason in ``skipped``.
 
         Returns:
             ``{"img_name", "predicted_class", "score", "probabilities": {class: p}}``
@@ -109,20 +119,42 @@ class EvaluationVerbs(FacadeBase):
             an error naming it). A multi-label model gives Monk's ``{"img_name",
             "predicted_classes": [labels above threshold, most probable first], "scores":
             [their probabilities]}`` plus ``"probabilities": {label: p}`` and
-            ``"thresholds": {label: t}`` (and ``raw``).
+            ``"thresholds": {label: t}`` (and ``raw``). With ``output_csv`` a summary:
+            ``{"csv", "num_images", "num_predicted", "num_skipped", "skipped": {file:
+            reason} (the first 100; all are in the CSV), "seconds", "images_per_s",
+            "class_counts"}``.
 
         Example:
             >>> gtf.Infer(img_name="chest_xray/test/NORMAL/IM-0001-0001.jpeg")["predicted_class"]
             >>> gtf.Infer(img_name="xray.png", img_thresh=0.3)["predicted_classes"]
             >>> results = gtf.Infer(img_dir="chest_xray/test/PNEUMONIA", tta=True)
+            >>> gtf.Infer(img_dir="scans", recursive=True, output_csv="predictions.csv")
         """
         from .prediction import describe_result
 
-        results = self._require_experiment().infer(img_name, img_dir, tta, return_raw,
-                                                   img_thresh)
+        experiment = self._require_experiment()
+        if output_csv is not None:
+            return self._infer_to_csv(experiment, img_name, img_dir, tta, img_thresh,
+                                      recursive, output_csv)
+        results = experiment.infer(img_name, img_dir, tta, return_raw, img_thresh, recursive)
         for result in results:
             self._say(describe_result(result))
         return results[0] if img_name is not None else results
+
+    def _infer_to_csv(self, experiment, img_name, img_dir, tta, img_thresh, recursive,
+                      output_csv) -> Dict:
+        from .batch_inference import predict_folder_to_csv, summary_lines
+
+        if img_dir is None or img_name is not None:
+            raise ConfigError("output_csv= streams a folder's predictions: give img_dir= "
+                              "(not img_name=).")
+        experiment.check_img_thresh(img_thresh)
+        summary = predict_folder_to_csv(experiment.ready_for_prediction(), img_dir, output_csv,
+                                        recursive, tta, experiment.results_with(img_thresh),
+                                        progress=bool(self.verbose))
+        for line in summary_lines(summary):
+            self._say(line)
+        return summary
 
     def Select_Threshold(self, method: str = "youden", target: float = 0.95,
                          positive_class: Optional[str] = None, tta: bool = False) -> Dict:

@@ -17,9 +17,6 @@ from .writer_lock import writes_experiment
 
 #: split -> the name errors give it
 SPLIT_NAMES = {"eval": "evaluation", "val": "validation", "train": "training"}
-#: what a result of ``infer`` holds for a file that could not be decoded
-SKIPPED_RESULT = {"predicted_class": None, "score": None, "probabilities": {}}
-SKIPPED_MULTI_LABEL = {"predicted_classes": None, "scores": None, "probabilities": {}}
 
 
 def describe_result(result: Dict) -> str:
@@ -139,11 +136,32 @@ class Predictions:
             self.stores.drop("infer")
         return rows
 
+    @property
+    def batch_size(self) -> int:
+        """Images per prediction step (the data settings' batch size)."""
+        return int(self._data_config("infer").batch_size)
+
+    def result_of(self, file: str, row: np.ndarray, return_raw: bool = False,
+                  img_thresh: Optional[float] = None) -> Dict:
+        """The result dict of one file's row of ``predict_files``: ``evaluation.
+        prediction_result`` with the decision threshold and the temperature, or for a
+        multi-label model ``multilabel.multilabel_result`` with the labels' thresholds
+        (``img_thresh`` for every label when given)."""
+        from .evaluation import prediction_result
+        from .multilabel import multilabel_result, threshold_vector
+
+        if self.multi_label:
+            return multilabel_result(file, row, self.classes, threshold_vector(
+                self.classes, self.label_thresholds, img_thresh), return_raw)
+        return prediction_result(file, row, self.classes, self.decision_threshold, return_raw,
+                                 self.temperature)
+
     def infer(self, img_name: Optional[str] = None, img_dir: Optional[str] = None,
               tta: bool = False, return_raw: bool = False,
-              img_thresh: Optional[float] = None) -> List[Dict]:
-        """One result dict per image (``evaluation.prediction_result``) of one file or of a
-        folder's images, sorted by name, with the best model and the decision threshold.
+              img_thresh: Optional[float] = None, recursive: bool = False) -> List[Dict]:
+        """One result dict per image (``result_of``) of one file or of a folder's images
+        (with ``recursive`` its whole tree), in ``evaluation.walk_images`` order, with the
+        best model and the decision threshold.
 
         One image that cannot be decoded raises CorruptImageError naming it; in a folder
         (``img_dir``) an unreadable file does not stop the others: its result is
@@ -152,27 +170,32 @@ class Predictions:
 
         A multi-label model gives ``multilabel.multilabel_result`` instead, with the labels'
         thresholds, or ``img_thresh`` for every label when given."""
-        from .evaluation import image_files, prediction_result
-        from .multilabel import multilabel_result, threshold_vector
+        from .batch_inference import predict_list
+        from .evaluation import image_files
 
+        self.check_img_thresh(img_thresh)
+        files = [str(f) for f in image_files(img_name, img_dir, recursive)]
+        return predict_list(self, files, tta, return_raw,
+                            on_corrupt="error" if img_dir is None else "skip",
+                            result_of=self.results_with(img_thresh))
+
+    def check_img_thresh(self, img_thresh: Optional[float]) -> None:
+        """``img_thresh`` applies to multi-label models only; a clear error otherwise."""
         if img_thresh is not None and not self.multi_label:
             raise ConfigError(f"img_thresh applies to multi-label models (several labels per "
                               f"image); this model predicts one of {self.classes}. Set a "
                               "two-class threshold with update_decision_threshold() or "
                               "Select_Threshold().")
-        thresholds = threshold_vector(self.classes, self.label_thresholds, img_thresh) \
-            if self.multi_label else None
-        files = [str(f) for f in image_files(img_name, img_dir)]
-        skipped: Dict[str, str] = {}
-        probabilities = self.predict_files(files, tta=tta, skipped=skipped,
-                                           on_corrupt="error" if img_dir is None else "skip")
-        if thresholds is not None:
-            return [dict(SKIPPED_MULTI_LABEL, img_name=f, skipped=skipped[f]) if f in skipped
-                    else multilabel_result(f, p, self.classes, thresholds, return_raw)
-                    for f, p in zip(files, probabilities)]
-        return [dict(SKIPPED_RESULT, img_name=f, skipped=skipped[f]) if f in skipped else
-                prediction_result(f, p, self.classes, self.decision_threshold, return_raw,
-                                  self.temperature) for f, p in zip(files, probabilities)]
+
+    def results_with(self, img_thresh: Optional[float] = None):
+        """``result_of`` with ``img_thresh`` for every label of a multi-label model."""
+        from .multilabel import threshold_vector
+
+        if img_thresh is None:
+            return self.result_of
+        threshold_vector(self.classes, None, img_thresh)         # a probability: fail early
+        return lambda file, row, return_raw=False: self.result_of(file, row, return_raw,
+                                                                  img_thresh)
 
     def measure_latency(self) -> Dict:
         """Median inference time of one image at the experiment's input size (batch of 1,
