@@ -6,6 +6,9 @@ Example:
         --dataset chest_xray/train --model resnet18 --epochs 5
     xrayprototype evaluate --project Pneumonia --experiment resnet18 --dataset chest_xray/test
     xrayprototype infer --project Pneumonia --experiment resnet18 --image chest.jpeg
+    xrayprototype infer --project Pneumonia --experiment resnet18 --dir scans --recursive \\
+        --csv predictions.csv
+    xrayprototype infer --onnx export/model.onnx --dir scans --csv predictions.csv
     xrayprototype explain --project Pneumonia --experiment resnet18 --dir chest_xray/test/NORMAL
     xrayprototype calibrate --project Pneumonia --experiment resnet18
     xrayprototype audit --dataset chest_xray/train
@@ -19,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
-from .errors import XrayPrototypeError
+from .errors import ConfigError, XrayPrototypeError
 from .experiment import Experiment
 from .workspace import ExperimentPaths, append_run_log, resolve_root
 
@@ -62,11 +65,20 @@ def build_parser() -> argparse.ArgumentParser:
                                "file.npz:val for another)")
     evaluate.add_argument("--csv")
 
-    infer = commands.add_parser("infer", help="predict images with a trained experiment")
-    _experiment_args(infer)
+    infer = commands.add_parser("infer", help="predict images with a trained experiment, an "
+                                              "ensemble or an exported ONNX model")
+    infer.add_argument("--project", help="the experiment's project (not with --onnx)")
+    model = infer.add_mutually_exclusive_group(required=True)
+    model.add_argument("--experiment")
+    model.add_argument("--ensemble", help="an ensemble of the workspace (ensembles/NAME)")
+    model.add_argument("--onnx", help="an exported model.onnx (its JSON beside it); no "
+                                      "workspace needed")
+    _common(infer)
     target = infer.add_mutually_exclusive_group(required=True)
     target.add_argument("--image")
     target.add_argument("--dir")
+    infer.add_argument("--recursive", action="store_true", help="with --dir: sub-folders too")
+    infer.add_argument("--csv", help="with --dir: stream the predictions into this CSV")
 
     explain = commands.add_parser("explain", help="Grad-CAM heatmaps of images (overlay PNGs)")
     _experiment_args(explain)
@@ -166,13 +178,43 @@ def _evaluate(args) -> dict:
     return {"accuracy": 100.0 * metrics["accuracy"], "per_class": metrics["monk_per_class"]}
 
 
-def _infer(args):
+def _predictor(args):
+    """(predictor, report) of ``infer``: the experiment, the ensemble's members combined, or
+    the exported ONNX file."""
+    if args.onnx:
+        from .onnx_model import OnnxModel
+
+        return OnnxModel(args.onnx), (lambda text: None) if args.quiet else print
+    if not args.project:
+        raise ConfigError("give --project with --experiment or --ensemble (or --onnx FILE).")
+    if args.ensemble:
+        from .ensemble import ensemble
+
+        combined = ensemble(verbose=0, workspace=resolve_root(args.workspace))
+        combined.Ensemble(args.ensemble)
+        return combined.predictor(), (lambda text: None) if args.quiet else print
     experiment = _opened(args)
+    return experiment, experiment.report
+
+
+def _infer(args):
+    from .batch_inference import predict_folder_to_csv, predict_list, summary_lines
+    from .evaluation import image_files
     from .prediction import describe_result
 
-    results = experiment.infer(args.image, args.dir)
+    if (args.csv or args.recursive) and not args.dir:
+        raise ConfigError("--csv and --recursive apply to a folder: give --dir.")
+    predictor, report = _predictor(args)
+    if args.csv:
+        summary = predict_folder_to_csv(predictor, args.dir, args.csv, args.recursive,
+                                        progress=not args.quiet)
+        for line in summary_lines(summary):
+            report(line)
+        return summary
+    files = [str(f) for f in image_files(args.image, args.dir, args.recursive)]
+    results = predict_list(predictor, files, on_corrupt="skip" if args.dir else "error")
     for result in results:
-        experiment.report(describe_result(result))
+        report(describe_result(result))
     return results[0] if args.image else results
 
 
