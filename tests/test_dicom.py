@@ -179,6 +179,19 @@ def test_enhanced_multi_frame_rescale_and_window_from_the_functional_groups(tmp_
     np.testing.assert_array_equal(decoded(path), expected)
 
 
+def test_the_per_value_table_gives_the_pixel_by_pixel_values(tmp_path):
+    from xrayprototype.data.dicom import _grayscale_steps, grayscale_pixels
+
+    stored = np.random.default_rng(1).integers(-2048, 2048, (40, 40)).astype(np.int16)
+    path = write_dicom(tmp_path / "t.dcm", stored, "MONOCHROME1", 12, RescaleSlope=0.7,
+                       RescaleIntercept=-3.25, WindowCenter=100, WindowWidth=900,
+                       VOILUTFunction="SIGMOID")
+    dataset = pydicom.dcmread(str(path))
+    table, direct = grayscale_pixels(stored, dataset), _grayscale_steps(stored, dataset)
+    np.testing.assert_allclose(table.values, direct.values, rtol=0, atol=1e-9)
+    assert table.output_range == direct.output_range
+
+
 def test_a_dicom_without_pixel_data_is_a_corrupt_image_naming_why(tmp_path):
     from xrayprototype.data.decode import CorruptImageError
 
