@@ -266,3 +266,22 @@ def test_cli_infer_streams_a_folder_to_a_csv(tiny, tmp_path, capsys):
     assert main(base + ["--experiment", "tiny", "--image", str(tiny["scans"] / "top.jpeg"),
                         "--csv", str(out)]) == 2
     assert "give --dir" in capsys.readouterr().err
+
+
+def test_cli_infer_with_an_exported_onnx_file_needs_no_workspace(tiny, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    gtf = opened(tiny["workspace"])
+    model = gtf.Export(format="onnx", path=str(tmp_path / "export"))["model"]
+    expected = tmp_path / "experiment.csv"
+    gtf.Infer(img_dir=str(tiny["scans"]), recursive=True, output_csv=str(expected))
+    out = tmp_path / "onnx.csv"
+    assert main(["infer", "--onnx", str(model), "--dir", str(tiny["scans"]), "--recursive",
+                 "--csv", str(out), "--quiet"]) == 0
+    rows, reference = read_rows(out), read_rows(expected)
+    assert [r["file"] for r in rows] == EXPECTED_FILES
+    for row, want in zip(rows, reference):
+        assert (row["skipped"] == "") == (want["skipped"] == "")
+        assert row["predicted_class"] == want["predicted_class"]
+        if want["p_NORMAL"]:
+            assert float(row["p_NORMAL"]) == pytest.approx(float(want["p_NORMAL"]), abs=1e-4)
+    assert '"num_skipped": 1' in capsys.readouterr().out
