@@ -124,6 +124,8 @@ def test_infer_to_csv_matches_infer_of_each_image_and_lists_the_corrupt_file(tin
                                                        for r in rows]
     with pytest.raises(ConfigError, match="img_dir"):
         gtf.Infer(img_name=str(tiny["scans"] / "top.jpeg"), output_csv=str(out))
+    with pytest.raises(ConfigError, match="no images .*recursive=True"):
+        gtf.Infer(img_dir=str(tiny["scans"] / "ward_b"), output_csv=str(out))
 
 
 def test_decision_threshold_and_temperature_are_in_the_csv(tiny, tmp_path):

@@ -16,12 +16,13 @@ with the folder except counters and the first ``SKIPPED_LISTED`` unreadable file
 import csv
 import math
 import time
-from itertools import islice
+from itertools import chain, islice
 from pathlib import Path
 from typing import Callable, Dict, Iterable, Iterator, List, Optional
 
 import numpy as np
 
+from .errors import ConfigError
 from .evaluation import decision_rule, image_folder, walk_images
 
 #: what a result holds for a file that could not be decoded
@@ -150,6 +151,12 @@ def predict_folder_to_csv(predictor, img_dir, output_csv, recursive: bool = True
         >>> predict_folder_to_csv(experiment, "scans", "predictions.csv")["num_predicted"]
     """
     folder = image_folder(img_dir=str(img_dir))
+    files = walk_images(folder, recursive)
+    first = next(files, None)
+    if first is None:
+        raise ConfigError(f"folder '{img_dir}' holds no images"
+                          f"{'' if recursive else ' (sub-folders are read with recursive=True)'}"
+                          f"; nothing was written to {output_csv}.")
     output_csv = Path(output_csv)
     output_csv.parent.mkdir(parents=True, exist_ok=True)
     result_of = result_of or predictor.result_of
@@ -160,7 +167,7 @@ def predict_folder_to_csv(predictor, img_dir, output_csv, recursive: bool = True
     with open(output_csv, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, csv_columns(list(predictor.classes), multi_label))
         writer.writeheader()
-        for chunk in chunks(walk_images(folder, recursive), size * FILES_PER_CALL_IN_BATCHES):
+        for chunk in chunks(chain([first], files), size * FILES_PER_CALL_IN_BATCHES):
             names = [str(path) for path in chunk]
             for name, result in zip(names, predict_list(predictor, names, tta,
                                                         result_of=result_of)):
