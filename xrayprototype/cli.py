@@ -1,5 +1,5 @@
-"""Command line: ``xrayprototype train | evaluate | infer | explain | calibrate | audit | demo``,
-on ``Experiment``.
+"""Command line: ``xrayprototype train | evaluate | infer | explain | calibrate | export |
+audit | fetch | demo``, on ``Experiment``.
 
 Example:
     xrayprototype train --project Pneumonia --experiment resnet18 \\
@@ -11,6 +11,7 @@ Example:
     xrayprototype infer --onnx export/model.onnx --dir scans --csv predictions.csv
     xrayprototype explain --project Pneumonia --experiment resnet18 --dir chest_xray/test/NORMAL
     xrayprototype calibrate --project Pneumonia --experiment resnet18
+    xrayprototype export --project Pneumonia --experiment resnet18 --out onnx_model
     xrayprototype audit --dataset chest_xray/train
     xrayprototype demo
     xrayprototype fetch --list
@@ -88,6 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--method", default="gradcam", help="gradcam or gradcam++")
     explain.add_argument("--class-name", help="class to explain (default: the predicted one)")
     explain.add_argument("--layer", help="convolutional layer (default: the last spatial block)")
+
+    export = commands.add_parser("export", help="write the best model as model.onnx plus its "
+                                                "sidecar model.json (runs without this library)")
+    _experiment_args(export)
+    export.add_argument("--out", help="folder (or .onnx file) to write; default "
+                                      "<experiment>/export/")
+    export.add_argument("--format", default="onnx", help="onnx (the only format)")
 
     calibrate = commands.add_parser("calibrate", help="fit a temperature on the validation split")
     _experiment_args(calibrate)
@@ -234,6 +242,15 @@ def _explain(args):
     return [{k: v for k, v in r.items() if k != "heatmap"} for r in results]
 
 
+def _export(args):
+    from .export import export_experiment
+
+    experiment = _opened(args)
+    written = export_experiment(experiment, args.format, args.out)
+    experiment.report(f"exported {written['model']} and its sidecar {written['sidecar']}")
+    return written
+
+
 def _calibrate(args):
     experiment = _opened(args)
     record = experiment.calibrate(reset=args.reset)
@@ -301,9 +318,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             result = _infer(args)
         elif args.command == "fetch":
             result = _fetch(args)
-        elif args.command in ("explain", "calibrate", "audit"):
-            result = {"explain": _explain, "calibrate": _calibrate, "audit": _audit}[
-                args.command](args)
+        elif args.command in ("explain", "calibrate", "audit", "export"):
+            result = {"explain": _explain, "calibrate": _calibrate, "audit": _audit,
+                      "export": _export}[args.command](args)
         else:
             from .demo import run_demo
             result = run_demo(workspace=args.workspace, backend=args.backend, model=args.model,

@@ -123,8 +123,9 @@ def _rename(graph, old: str, new: str) -> None:
 
 def finish_onnx_file(model_file: Path) -> int:
     """Name the one input ``INPUT_NAME`` and the one output ``OUTPUT_NAME``, drop weights
-    listed as graph inputs, lower the IR version to what the opset needs (at least
-    ``OLDEST_IR_VERSION``), check and save the file; returns its default-domain opset."""
+    listed as graph inputs and weights no node uses, lower the IR version to what the opset
+    needs (at least ``OLDEST_IR_VERSION``), check and save the file; returns its
+    default-domain opset."""
     onnx = require_package("onnx", "onnx")
     model = onnx.load(str(model_file))
     graph = model.graph
@@ -136,6 +137,10 @@ def finish_onnx_file(model_file: Path) -> int:
                               "bug of the backend's export_onnx, please report it.")
     del graph.input[:]
     graph.input.extend(inputs)
+    used = {name for node in graph.node for name in node.input}
+    kept = [initializer for initializer in graph.initializer if initializer.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
     _rename(graph, inputs[0].name, INPUT_NAME)
     _rename(graph, graph.output[0].name, OUTPUT_NAME)
     needed = onnx.helper.find_min_ir_version_for(list(model.opset_import))
