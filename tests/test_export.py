@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 
 from xrayprototype.backend import Backend, Capabilities, install_command, is_installed
-from xrayprototype.errors import ConfigError
-from xrayprototype.export import REQUIRED_KEYS, check_format, read_sidecar, sidecar_path
+from xrayprototype.errors import BackendUnavailableError, ConfigError
+from xrayprototype.export import (REQUIRED_KEYS, check_format, read_sidecar, require_package,
+                                  sidecar_path)
 
 REPO = Path(__file__).resolve().parents[1]
 BACKENDS = ("pytorch", "gluon", "keras")
@@ -31,7 +32,7 @@ import json, sys, time
 started = time.time()
 import numpy as np
 from xrayprototype import prototype
-from xrayprototype.errors import ConfigError
+from xrayprototype.errors import BackendUnavailableError, ConfigError
 from xrayprototype.onnx_model import OnnxModel
 
 backend, images = {backend!r}, {images!r}
@@ -270,3 +271,8 @@ def test_a_sidecar_that_is_missing_stale_or_of_another_file_is_refused(tmp_path)
         read_sidecar(model_file)
     with pytest.raises(ConfigError, match="does not exist; write one with"):
         read_sidecar(tmp_path / "elsewhere.onnx")
+
+
+def test_a_missing_onnx_package_names_the_install_command():
+    with pytest.raises(BackendUnavailableError, match=r"xrayprototype\[export\]"):
+        require_package("xrayprototype_no_such_module", "onnxruntime")

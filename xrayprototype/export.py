@@ -30,7 +30,8 @@ from typing import Dict, Optional, Union
 
 from . import state as st
 from ._version import __version__
-from .errors import BackendUnavailableError, ConfigError, ExperimentError, unknown_name
+from .errors import (BackendUnavailableError, ConfigError, ExperimentError, XrayPrototypeError,
+                     unknown_name)
 
 FORMATS = ("onnx",)
 SIDECAR_FORMAT_VERSION = 1
@@ -89,7 +90,17 @@ def export_experiment(experiment, format: str = "onnx",
     data = experiment.config.data
     model_file = _target(experiment, path)
     model_file.parent.mkdir(parents=True, exist_ok=True)
-    backend.export_onnx(model_file, (data.channels, data.input_size, data.input_size))
+    try:
+        backend.export_onnx(model_file, (data.channels, data.input_size, data.input_size))
+    except XrayPrototypeError:
+        raise
+    except Exception as err:  # noqa: BLE001  (the converter's own failure, said with context)
+        raise ExperimentError(
+            f"backend '{backend.name}' could not convert model "
+            f"'{experiment.config.model.model_name}' to ONNX ({type(err).__name__}: "
+            f"{str(err)[:300]}); the framework's converter lacks one of its operations: "
+            "choose another model (resnet18 converts on every backend), or export with the "
+            "framework's own tools.") from err
     opset = finish_onnx_file(model_file)
     sidecar = sidecar_of(experiment, model_file, opset)
     sidecar_path(model_file).write_text(json.dumps(sidecar, indent=2), encoding="utf-8")
