@@ -256,6 +256,13 @@ def test_ensemble_infer_to_csv_uses_the_combined_probabilities(tiny, tmp_path):
         pytest.approx(alone["probabilities"]["PNEUMONIA"], abs=1e-5)
     assert rows["top.jpeg"]["decision_rule"] == "PNEUMONIA if p(PNEUMONIA) >= 0.4"
     assert rows["ward_a/broken.png"]["skipped"]
+    # the same from the command line, which refuses an ensemble that does not exist
+    base = ["infer", "--workspace", str(workspace), "--dir", str(tiny["scans"]), "--recursive",
+            "--quiet"]
+    assert main(base + ["--ensemble", "pair", "--csv", str(tmp_path / "cli.csv")]) == 0
+    assert read_rows(tmp_path / "cli.csv") == list(rows.values())
+    assert main(base + ["--ensemble", "absent"]) == 2
+    assert not (workspace / "ensembles" / "absent").exists()
 
 
 def test_cli_infer_streams_a_folder_to_a_csv(tiny, tmp_path, capsys):

@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     infer = commands.add_parser("infer", help="predict images with a trained experiment, an "
                                               "ensemble or an exported ONNX model")
-    infer.add_argument("--project", help="the experiment's project (not with --onnx)")
+    infer.add_argument("--project", help="the experiment's project (with --experiment)")
     model = infer.add_mutually_exclusive_group(required=True)
     model.add_argument("--experiment")
     model.add_argument("--ensemble", help="an ensemble of the workspace (ensembles/NAME)")
@@ -193,14 +193,20 @@ def _predictor(args):
         from .onnx_model import OnnxModel
 
         return OnnxModel(args.onnx), (lambda text: None) if args.quiet else print
-    if not args.project:
-        raise ConfigError("give --project with --experiment or --ensemble (or --onnx FILE).")
     if args.ensemble:
-        from .ensemble import ensemble
+        from .ensemble import ENSEMBLE_FILE, ensemble
+        from .workspace import ensemble_dir
 
-        combined = ensemble(verbose=0, workspace=resolve_root(args.workspace))
+        root = resolve_root(args.workspace)
+        if not (ensemble_dir(root, args.ensemble) / ENSEMBLE_FILE).is_file():
+            raise ConfigError(f"no ensemble '{args.ensemble}' in the workspace {root}; create "
+                              "it with ensemble().Ensemble(name) and Add_Experiment first.")
+        combined = ensemble(verbose=0, workspace=root)
         combined.Ensemble(args.ensemble)
         return combined.predictor(), (lambda text: None) if args.quiet else print
+    if not args.project:
+        raise ConfigError("give --project with --experiment (or --ensemble NAME, or --onnx "
+                          "FILE).")
     experiment = _opened(args)
     return experiment, experiment.report
 
