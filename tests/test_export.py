@@ -79,11 +79,20 @@ from xrayprototype.export import finish_onnx_file
 import onnxruntime as ort
 other = create_backend(backend)
 other.set_multi_label(True)
-other.build_model(ModelConfig("resnet18", use_pretrained=False, use_gpu=False), 3)
-shape = (2, 3, 32, 32) if other.capabilities().layout == "NCHW" else (2, 32, 32, 3)
-x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
-expected = other.predict(x)
-other.export_onnx(Path("multi.onnx"), (3, 32, 32))
+if backend == "keras":   # a tiny model: its preprocessing layer becomes plain ONNX operators
+    import keras
+    from xrayprototype.backends.keras.models import ApplicationPreprocessing
+    inputs = keras.Input((8, 8, 3))
+    flat = keras.layers.Flatten()(ApplicationPreprocessing("resnet")(inputs))
+    other.model = keras.Model(inputs, keras.layers.Dense(3)(flat))
+    x = np.random.default_rng(1).random((3, 8, 8, 3)).astype(np.float32)
+    expected = 1 / (1 + np.exp(-np.asarray(other.model(x), np.float64)))
+else:
+    other.build_model(ModelConfig("resnet18", use_pretrained=False, use_gpu=False), 3)
+    shape = (2, 3, 32, 32) if other.capabilities().layout == "NCHW" else (2, 32, 32, 3)
+    x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+    expected = other.predict(x)
+other.export_onnx(Path("multi.onnx"), (3, x.shape[2], x.shape[2]))
 finish_onnx_file(Path("multi.onnx"))     # the core's names and IR version
 session = ort.InferenceSession("multi.onnx")
 got = session.run(None, {{session.get_inputs()[0].name: x}})[0]
@@ -93,23 +102,6 @@ if backend == "pytorch":    # the command line, on the experiment as saved
     from xrayprototype.cli import main
     out["cli_exit"] = main(["export", "--project", {project!r}, "--experiment",
                             {experiment!r}, "--workspace", "ws", "--out", "cli", "--quiet"])
-out["seconds"].append(time.time() - started)
-if backend == "keras":      # the custom preprocessing layer becomes plain ONNX operators
-    import keras
-    from xrayprototype.backends.keras.models import ApplicationPreprocessing
-    inputs = keras.Input((8, 8, 3))
-    flat = keras.layers.Flatten()(ApplicationPreprocessing("resnet")(inputs))
-    other.model = keras.Model(inputs, keras.layers.Dense(2)(flat))
-    other.multi_label = False
-    x = np.random.default_rng(1).random((3, 8, 8, 3)).astype(np.float32)
-    logits = np.asarray(other.model(x), np.float64)
-    expected = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-    other.export_onnx(Path("preprocess.onnx"), (3, 8, 8))
-    finish_onnx_file(Path("preprocess.onnx"))
-    session = ort.InferenceSession("preprocess.onnx")
-    got = session.run(None, {{session.get_inputs()[0].name: x}})[0]
-    out["preprocessing_layer"] = {{"difference": float(np.abs(got - expected).max()),
-                                  "spread": float(expected.std())}}
 out["seconds"].append(time.time() - started)
 json.dump(out, open("out.json", "w"), default=str)
 """
@@ -194,9 +186,6 @@ def test_export_runs_in_onnxruntime_as_the_backend_predicts(backend, synthetic_d
     assert "export format 'tflite' is not known" in out["unknown_format"] and \
         "onnx" in out["unknown_format"]
     assert out["multi_label"]["difference"] < TOLERANCE and out["multi_label"]["spread"] > 1e-3
-    if backend == "keras":
-        layer = out["preprocessing_layer"]
-        assert layer["difference"] < TOLERANCE and layer["spread"] > 1e-3
 
     if backend == "pytorch":
         assert out["cli_exit"] == 0
