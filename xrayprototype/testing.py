@@ -5,9 +5,9 @@ so that a new backend can run them on itself.
 batches and checks what the core relies on: probabilities, losses and their formulas, every
 declared optimizer and model, save / load round trips, frozen layers, seeding; the checks for
 optional mechanics (``soft_targets``, ``layer_freezing``, ``discriminative_lr``,
-``explanations``, ``visualization``, ``head_layers``) run when ``capabilities()`` declares
-them. A failing check raises AssertionError naming the check and the backend. Everything
-runs on the CPU; no pretrained weights are needed.
+``explanations``, ``visualization``, ``head_layers``, ``export_formats``) run when
+``capabilities()`` declares them. A failing check raises AssertionError naming the check and
+the backend. Everything runs on the CPU; no pretrained weights are needed.
 
 Importing this module imports no framework: the checks use the class they are given.
 
@@ -35,6 +35,7 @@ from ._backend_checks import (
     check_seed_reproduces_the_model, check_set_learning_rate_controls_the_step,
     check_snapshot_restores_the_weights, check_train_steps_lower_the_loss, first_tensor,
     head_tensor, require)
+from ._export_checks import check_export_onnx
 from ._explain_checks import (check_layer_gradients_are_the_class_scores,
                               check_layer_gradients_of_a_named_layer,
                               check_penultimate_features_feed_the_head, check_spatial_layers)
@@ -316,6 +317,7 @@ CHECKS: Tuple[Check, ...] = (
     Check("conv_kernels_and_feature_maps", check_conv_kernels_and_feature_maps,
           needs="visualization"),
     Check("export_model", check_export_model, folder=True, needs="visualization"),
+    Check("export_onnx", check_export_onnx, folder=True, needs="export_formats"),
     Check("custom_head", check_custom_head, folder=True, needs="head_layers"),
     Check("declared_models", check_declared_models),
 )
