@@ -19,8 +19,8 @@ import pytest
 
 from xrayprototype.backend import Backend, Capabilities, install_command, is_installed
 from xrayprototype.errors import BackendUnavailableError, ConfigError
-from xrayprototype.export import (REQUIRED_KEYS, check_format, read_sidecar, require_package,
-                                  sidecar_path)
+from xrayprototype.export import (REQUIRED_KEYS, check_format, finish_onnx_file, read_sidecar,
+                                  require_package, sidecar_path)
 
 REPO = Path(__file__).resolve().parents[1]
 BACKENDS = ("pytorch", "gluon", "keras")
@@ -260,3 +260,65 @@ def test_a_sidecar_that_is_missing_stale_or_of_another_file_is_refused(tmp_path)
 def test_a_missing_onnx_package_names_the_install_command():
     with pytest.raises(BackendUnavailableError, match=r"xrayprototype\[export\]"):
         require_package("xrayprototype_no_such_module", "onnxruntime")
+
+
+def test_onnx_model_of_a_multi_label_export_uses_the_label_thresholds(tmp_path):
+    """A hand-made sigmoid graph and its sidecar (no framework): OnnxModel decodes PNGs as the
+    sidecar says (checked against Pillow directly), applies no temperature to sigmoid outputs,
+    gives NaN rows for unreadable files, and the label thresholds decide in ``result_of``."""
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from PIL import Image
+
+    from xrayprototype.export import SIDECAR_FORMAT_VERSION, _sha256
+    from xrayprototype.multilabel import multilabel_result
+    from xrayprototype.onnx_model import OnnxModel
+
+    rng = np.random.default_rng(0)
+    weights = rng.normal(0, 0.05, (8 * 8 * 3, 3)).astype(np.float32)
+    helper = onnx.helper
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["image"], ["flat"], axis=1),
+         helper.make_node("MatMul", ["flat", "weights"], ["logits"]),
+         helper.make_node("Sigmoid", ["logits"], ["probabilities"])], "toy",
+        [helper.make_tensor_value_info("image", onnx.TensorProto.FLOAT, [None, 8, 8, 3])],
+        [helper.make_tensor_value_info("probabilities", onnx.TensorProto.FLOAT, [None, 3])],
+        [onnx.numpy_helper.from_array(weights, "weights")])
+    model_file = tmp_path / "model.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]),
+              str(model_file))
+    assert finish_onnx_file(model_file) == 13          # the IR version onnxruntime reads
+    mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+    classes = ["Effusion", "Nodule", "Pneumonia"]
+    sidecar = {"format_version": SIDECAR_FORMAT_VERSION, "format": "onnx",
+               "model_file": "model.onnx", "model_sha256": _sha256(model_file),
+               "input": {"name": "image", "layout": "NHWC", "height": 8, "width": 8,
+                         "channels": 3},
+               "preprocessing": {"resize_mode": "stretch", "resize": None, "center_crop": None,
+                                 "grayscale": False, "mean": mean, "std": std},
+               "output": {"name": "probabilities"}, "classes": classes, "multi_label": True,
+               "decision_threshold": None, "temperature": 2.0,       # ignored: sigmoid outputs
+               "label_thresholds": {"thresholds": {"Effusion": 0.3, "Nodule": 0.9}}}
+    sidecar_path(model_file).write_text(json.dumps(sidecar))
+    files = []
+    for k in range(3):
+        pixels = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
+        files.append(str(tmp_path / f"image{k}.png"))
+        Image.fromarray(pixels).save(files[-1])
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+
+    model = OnnxModel(model_file, batch_size=2)
+    skipped = {}
+    with pytest.warns(UserWarning, match="skipping corrupt image .*broken.png"):
+        rows = model.predict_files(files + [str(tmp_path / "broken.png")], skipped=skipped)
+    batch = np.stack([(np.asarray(Image.open(f).convert("RGB").resize(
+        (8, 8), Image.BILINEAR, reducing_gap=3.0), np.float32) / 255 - mean) / std
+        for f in files]).astype(np.float32)
+    expected = 1 / (1 + np.exp(-(batch.reshape(3, -1) @ weights)))
+    np.testing.assert_allclose(rows[:3], expected, atol=1e-5)
+    assert np.isnan(rows[3]).all() and list(skipped) == [str(tmp_path / "broken.png")]
+    thresholds = np.array([0.3, 0.9, 0.5])
+    for file, row in zip(files, rows):
+        assert model.result_of(file, row) == multilabel_result(file, row, classes, thresholds)
+    assert model.result_of(files[0], rows[0], img_thresh=0.0)["predicted_classes"] == \
+        [classes[k] for k in np.argsort(-rows[0], kind="stable")]
