@@ -71,7 +71,7 @@ tta = model.predict_files(images[:2], tta=True)
 out["tta_difference"] = float(np.abs(tta - [[r["probabilities"][c] for c in model.classes]
     for r in (gtf.Infer(img_name=f, tta=True) for f in images[:2])]).max())
 
-if backend == "keras":   # a tiny model: its preprocessing layer becomes plain ONNX operators
+if backend == "keras":   # a tiny model: its preprocessing layers become plain ONNX operators
     from pathlib import Path
     import keras
     import onnxruntime as ort
@@ -80,7 +80,9 @@ if backend == "keras":   # a tiny model: its preprocessing layer becomes plain O
     from xrayprototype.export import finish_onnx_file
     other = create_backend(backend)
     inputs = keras.Input((8, 8, 3))
-    flat = keras.layers.Flatten()(ApplicationPreprocessing("resnet")(inputs))
+    x = ApplicationPreprocessing("resnet")(inputs)
+    x = keras.layers.Normalization(mean=[1.0, 2.0, 3.0], variance=[4.0, 9.0, 16.0])(x)
+    flat = keras.layers.Flatten()(x)           # (Normalization: a captured tensor, inlined)
     other.model = keras.Model(inputs, keras.layers.Dense(3)(flat))
     x = np.random.default_rng(1).random((3, 8, 8, 3)).astype(np.float32)
     logits = np.asarray(other.model(x), np.float64)
