@@ -24,8 +24,8 @@ def describe_result(result: Dict) -> str:
     if result.get("skipped"):
         return f"{result['img_name']}: skipped, unreadable ({result['skipped']})"
     if "predicted_classes" in result:
-        found = ", ".join(f"{c} ({p:.3f})" for c, p in zip(result["predicted_classes"],
-                                                          result["scores"]))
+        pairs = zip(result["predicted_classes"], result["scores"])
+        found = ", ".join(f"{c} ({p:.3f})" for c, p in pairs)
         return f"{result['img_name']}: {found or 'no label above its threshold'}"
     return f"{result['img_name']}: {result['predicted_class']} ({result['score']:.3f})"
 
