@@ -24,7 +24,7 @@ demo: install
 	$(BIN)/xrayprototype demo
 
 test: install
-	$(BIN)/python -m pytest tests --durations=25
+	$(BIN)/python -m pytest tests -n 2 --dist loadfile --durations=25
 
 benchmark: install
 	$(BIN)/python benchmarks/bench_throughput.py

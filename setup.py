@@ -34,7 +34,7 @@ EXTRAS = {
     # Export(format="onnx") and OnnxModel: onnxruntime runs the file; tf2onnx converts Keras
     "export": ["onnx>=1.14", "onnxruntime>=1.16", "tf2onnx>=1.16"],
     # grad-cam: the reference implementation the tests compare the core's Grad-CAM with
-    "dev": ["pytest>=7", "nbclient>=0.7", "nbformat>=5", "ipykernel>=6", "grad-cam>=1.5",
+    "dev": ["pytest>=7", "pytest-xdist>=3", "nbclient>=0.7", "nbformat>=5", "ipykernel>=6", "grad-cam>=1.5",
             "netron>=7", "onnx>=1.14", "onnxruntime>=1.16", "tf2onnx>=1.16"],
 }
 EXTRAS["all"] = sorted({req for name in ("pytorch", "gluon", "keras", "dicom", "ray", "gpu", "netron",
