@@ -60,10 +60,13 @@ class Subject:
 
     def build(self, num_classes: int = CLASSES, optim: Optional[OptimConfig] = None,
               class_weights: Optional[np.ndarray] = None, seed: int = 0,
-              **model) -> Tuple[Backend, Dict]:
-        """A seeded, built and configured backend (random weights, CPU) and build_model's info."""
+              multi_label: bool = False, **model) -> Tuple[Backend, Dict]:
+        """A seeded, built and configured backend (random weights, CPU) and build_model's info;
+        with ``multi_label`` it is set multi-label before the model is built."""
         backend = self.backend_class()
         backend.seed(seed)
+        if multi_label:
+            backend.set_multi_label(True)
         values = dict(model_name=self.model_name, use_pretrained=False,
                       freeze_base_network=False, use_gpu=False)
         values.update(model)

@@ -7,8 +7,6 @@ from pathlib import Path
 import numpy as np
 
 from ._backend_checks import Subject, require
-from .config import ModelConfig, OptimConfig
-from .optim import resolved
 
 
 def check_export_onnx(subject: Subject, folder: Path) -> None:
@@ -24,12 +22,7 @@ def check_export_onnx(subject: Subject, folder: Path) -> None:
     from .export import INPUT_NAME, finish_onnx_file
 
     multi_label = subject.capabilities.multi_label
-    backend = subject.backend_class()
-    backend.seed(0)
-    backend.set_multi_label(multi_label)
-    backend.build_model(ModelConfig(model_name=subject.model_name, use_pretrained=False,
-                                    freeze_base_network=False, use_gpu=False), 3)
-    backend.configure(resolved(OptimConfig()), None)
+    backend, _ = subject.build(3, multi_label=multi_label)
     images, _ = subject.batch(3, classes=3)
     before = backend.predict(images)
     path = folder / "model.onnx"

@@ -160,12 +160,7 @@ def check_multi_label(subject: Subject) -> None:
     """set_multi_label(True) before build_model: per-class probabilities in 0..1 that need not
     sum to 1; eval_step's loss is the mean binary cross-entropy of its probabilities against
     float32 multi-hot targets; eight train steps on multi-hot targets halve it."""
-    backend = subject.backend_class()
-    backend.seed(0)
-    backend.set_multi_label(True)
-    backend.build_model(ModelConfig(model_name=subject.model_name, use_pretrained=False,
-                                    freeze_base_network=False, use_gpu=False), 3)
-    backend.configure(resolved(OptimConfig()), None)
+    backend, _ = subject.build(3, multi_label=True)
     images, _ = subject.batch(count=6, classes=3)
     targets = (np.random.default_rng(0).random((6, 3)) < 0.5).astype(np.float32)
     probabilities = backend.predict(images)
