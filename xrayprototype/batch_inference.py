@@ -43,6 +43,23 @@ def skipped_result(file: str, reason: str, multi_label: bool = False) -> Dict:
                 skipped=reason)
 
 
+def result_of_row(predictor, file: str, row: np.ndarray, return_raw: bool = False,
+                  img_thresh: Optional[float] = None) -> Dict:
+    """The result dict of one file's row of a predictor's ``predict_files``: the one rule
+    behind every ``result_of``. ``evaluation.prediction_result`` with the predictor's
+    ``decision_threshold`` and ``temperature``, or for a multi-label predictor
+    ``multilabel.multilabel_result`` with its ``label_thresholds`` (``img_thresh`` for every
+    label when given)."""
+    from .evaluation import prediction_result
+    from .multilabel import multilabel_result, threshold_vector
+
+    if getattr(predictor, "multi_label", False):
+        return multilabel_result(file, row, predictor.classes, threshold_vector(
+            predictor.classes, predictor.label_thresholds, img_thresh), return_raw)
+    return prediction_result(file, row, predictor.classes, predictor.decision_threshold,
+                             return_raw, getattr(predictor, "temperature", None))
+
+
 def _unreadable(file: str, row: np.ndarray, skipped: Dict[str, str]) -> Optional[str]:
     if file in skipped:
         return skipped[file]

@@ -108,11 +108,6 @@ class OnnxModel:
         """The result dict of one file's row of ``predict_files``, the very dict
         ``Experiment.infer`` gives: the decision threshold and temperature of the sidecar, or
         a multi-label model's per-label thresholds (``img_thresh`` for all when given)."""
-        from .evaluation import prediction_result
-        from .multilabel import multilabel_result, threshold_vector
+        from .batch_inference import result_of_row
 
-        if self.multi_label:
-            return multilabel_result(file, row, self.classes, threshold_vector(
-                self.classes, self.label_thresholds, img_thresh), return_raw)
-        return prediction_result(file, row, self.classes, self.decision_threshold, return_raw,
-                                 self.temperature)
+        return result_of_row(self, file, row, return_raw, img_thresh)

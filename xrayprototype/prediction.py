@@ -147,14 +147,9 @@ class Predictions:
         prediction_result`` with the decision threshold and the temperature, or for a
         multi-label model ``multilabel.multilabel_result`` with the labels' thresholds
         (``img_thresh`` for every label when given)."""
-        from .evaluation import prediction_result
-        from .multilabel import multilabel_result, threshold_vector
+        from .batch_inference import result_of_row
 
-        if self.multi_label:
-            return multilabel_result(file, row, self.classes, threshold_vector(
-                self.classes, self.label_thresholds, img_thresh), return_raw)
-        return prediction_result(file, row, self.classes, self.decision_threshold, return_raw,
-                                 self.temperature)
+        return result_of_row(self, file, row, return_raw, img_thresh)
 
     def infer(self, img_name: Optional[str] = None, img_dir: Optional[str] = None,
               tta: bool = False, return_raw: bool = False,
