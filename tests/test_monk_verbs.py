@@ -124,6 +124,40 @@ def test_train_refuses_after_a_refused_setting_until_fixed_or_cleared(backend, t
         assert gtf.Train()["epochs_completed"] == 1
 
 
+#: each kind of setting the issue names, called with a value it cannot take (Monk's scripts
+#: then called Train() and trained without it)
+REFUSED_CALLS = [
+    ("apply_normalize", dict(mean=[0.5, 0.5, 0.5], std=[0.0, 0.2, 0.2], train=True)),
+    ("apply_random_crop", dict(input_size=0, train=True)),
+    ("append_linear", dict(num_neurons=0)),
+    ("Freeze_Layers", dict(num=-1)),
+    ("optimizer_sgd", dict(learning_rate=0.01, clipnorm=-1.0)),
+    ("loss_crossentropy", dict(label_smoothing=1.5)),
+]
+
+
+@pytest.mark.parametrize("verb,arguments", REFUSED_CALLS, ids=[v for v, _ in REFUSED_CALLS])
+def test_train_refuses_after_each_kind_of_refused_setting(verb, arguments, tiny_data, tmp_path):
+    gtf = prototype(verbose=0, workspace=tmp_path / "ws")
+    gtf.Prototype("Monk", "refused", backend="pytorch")
+    _configure(gtf, tiny_data)
+    before = gtf.experiment.config.to_dict()
+    with pytest.raises((ConfigError, ValueError)):
+        getattr(gtf, verb)(**arguments)
+    assert gtf.experiment.config.to_dict() == before            # nothing changed
+    with pytest.raises(ExperimentError, match=verb):
+        gtf.Train()
+
+
+def test_apply_random_crop_crops_training_images_only(tiny_data, tmp_path):
+    gtf = prototype(verbose=0, workspace=tmp_path / "ws")
+    gtf.Prototype("Monk", "crop", backend="pytorch")
+    _configure(gtf, tiny_data)
+    gtf.apply_random_crop(input_size=24, train=True)
+    assert gtf.experiment.config.data.augmentation.random_crop == 24
+    assert gtf.experiment.config.data.center_crop is None       # evaluation is not cropped
+
+
 def test_nested_setting_calls_count_once_and_refusals_are_per_experiment(tiny_data, tmp_path):
     gtf = prototype(verbose=0, workspace=tmp_path / "ws")
     gtf.Prototype("Monk", "a", backend="pytorch")

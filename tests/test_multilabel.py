@@ -290,3 +290,24 @@ def test_detected_multi_label_is_said_and_settings_are_checked(multilabel_data, 
     state = json.loads((tmp_path / "ws" / "MultiLabel" / "settings" / "experiment.json")
                        .read_text())
     assert state["multi_label"] is False and state["config"]["data"]["multi_label"] is False
+
+
+def test_monk_multi_label_delimiter_splits_labels_not_columns(multilabel_data, tmp_path):
+    """Monk's multi-label scripts pass delimiter=" ": Monk reads the CSV with commas and
+    splits each label cell on that delimiter; read the same way, and said."""
+    train = multilabel_data["train"]
+    gtf = prototype(verbose=0, workspace=tmp_path / "ws")
+    gtf.Prototype("monk", "delimiter", backend="pytorch")
+    with pytest.warns(UserWarning, match="separates the labels of one cell"):
+        gtf.Default(dataset_path=str(train / "images"), path_to_csv=str(train / "labels.csv"),
+                    delimiter=" ", model_name="resnet18", num_epochs=1)
+    assert gtf.experiment.data.multi_label and gtf.experiment.data.classes == LABELS
+    # a single-label CSV really separated by spaces keeps Monk's column meaning
+    (tmp_path / "single.csv").write_text("ID Label\n" + "".join(
+        f"{p.name} {'a' if i % 2 else 'b'}\n"
+        for i, p in enumerate(sorted((train / "images").iterdir()))))
+    other = prototype(verbose=0, workspace=tmp_path / "ws")
+    other.Prototype("monk", "spaces", backend="pytorch")
+    other.Default(dataset_path=str(train / "images"), path_to_csv=str(tmp_path / "single.csv"),
+                  delimiter=" ", model_name="resnet18", num_epochs=1)
+    assert not other.experiment.data.multi_label and other.experiment.data.classes == ["a", "b"]

@@ -5,6 +5,7 @@ patient groups and class names) that the split and the batch loader work on.
 """
 import difflib
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple, Union
@@ -192,6 +193,19 @@ def _column(table, wanted: Optional[str], position: int, role: str, csv_name: st
                        f"{columns}; pass {role}_column=<one of them> to Dataset_Params.")
 
 
+def monk_multi_label_layout(csv_file: Path, delimiter: str) -> bool:
+    """Whether a CSV read with ``delimiter`` is laid out as Monk's multi-label CSVs are: Monk
+    reads those with commas and splits each label cell on ``delimiter``
+    (``Default(..., delimiter=" ")`` on ``ID,Labels`` / ``img.jpg,Effusion Nodule``), while
+    its single-label CSVs are split into columns by ``delimiter``. Told apart by the header:
+    comma-separated and without ``delimiter``."""
+    if delimiter == ",":
+        return False
+    with open(csv_file, encoding="utf-8", errors="replace") as handle:
+        header = handle.readline().rstrip("\r\n")
+    return "," in header and delimiter not in header
+
+
 def read_csv_labels(csv_path: Union[str, Path], image_dir: Union[str, Path],
                     delimiter: str = ",", classes: Optional[Sequence[str]] = None,
                     group_pattern: Optional[str] = None,
@@ -218,6 +232,12 @@ def read_csv_labels(csv_path: Union[str, Path], image_dir: Union[str, Path],
     if not csv_file.is_file():
         raise DatasetError(f"label CSV '{csv_path}' does not exist.")
     folder = _require_dir(image_dir, "image folder of the CSV")
+    if multi_label is not False and monk_multi_label_layout(csv_file, delimiter):
+        warnings.warn(f"{csv_file.name}: its columns are separated by ',' and "
+                      f"delimiter={delimiter!r} separates the labels of one cell, as in Monk's "
+                      f"multi-label CSVs; read that way (label_delimiter={delimiter!r}).",
+                      UserWarning, stacklevel=2)
+        delimiter, label_delimiter = ",", delimiter
     table = pd.read_csv(csv_file, sep=delimiter, dtype=str, keep_default_na=False)
     if table.shape[1] < 2:
         raise DatasetError(f"{csv_file} has {table.shape[1]} column(s) with delimiter "
