@@ -8,7 +8,7 @@ import numpy as np
 from .backend import Backend, Capabilities
 from .config import ModelConfig, OptimConfig
 from .models import MODEL_NAMES
-from .optim import resolved
+from .optim import MOMENTUM_PARAMETER, resolved
 
 #: image side, batch size and class count of the fixed random batches
 SIZE, BATCH, CLASSES = 32, 8, 2
@@ -265,6 +265,32 @@ def check_set_learning_rate_controls_the_step(subject: Subject) -> None:
     backend.train_step(images, labels)
     require(not np.array_equal(head, head_tensor(backend.named_weights())),
             "learning rate 0.1 did not change the head")
+
+
+def check_set_momentum_controls_the_step(subject: Subject) -> None:
+    """For each optimizer of ``capabilities().momentum_cycling``: configured with momentum
+    0.9 and then ``set_momentum(0.5)``, two steps land where a run configured with 0.5 lands
+    (two, since Adam's first bias-corrected step does not depend on beta1), and not where 0.9
+    lands."""
+    batches = [subject.batch(seed=seed) for seed in (0, 1)]
+
+    def two_steps(optimizer: str, configured: float, set_to: Optional[float] = None):
+        params = {MOMENTUM_PARAMETER[optimizer]: configured}
+        backend, _ = subject.build(optim=OptimConfig(optimizer=optimizer, learning_rate=0.01,
+                                                     optimizer_params=params))
+        backend.set_learning_rate(0.01)
+        if set_to is not None:
+            backend.set_momentum(set_to)
+        for images, labels in batches:
+            backend.train_step(images, labels)
+        return head_tensor(backend.named_weights())
+
+    for optimizer in subject.capabilities.momentum_cycling:
+        changed, configured = two_steps(optimizer, 0.9, 0.5), two_steps(optimizer, 0.5)
+        np.testing.assert_allclose(changed, configured, rtol=1e-4, atol=1e-6, err_msg=(
+            f"optimizer '{optimizer}': set_momentum(0.5) did not step as momentum 0.5 does"))
+        require(not np.allclose(changed, two_steps(optimizer, 0.9), rtol=1e-6, atol=1e-8),
+                f"optimizer '{optimizer}': set_momentum(0.5) stepped as momentum 0.9 does")
 
 
 def _eval_loss(backend, optim, class_weights, images, labels):

@@ -80,6 +80,7 @@ class Capabilities:
     multi_label: bool = False            # set_multi_label(True): sigmoid outputs, multi-hot BCE
     head_layers: Tuple[str, ...] = ()    # custom-head layer names it builds (head.HEAD_LAYERS)
     export_formats: Tuple[str, ...] = ()  # export_onnx() and its like (Export(format=...))
+    momentum_cycling: Tuple[str, ...] = ()  # optimizers whose momentum set_momentum changes
 
 
 @dataclass
@@ -187,6 +188,12 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def set_learning_rate(self, learning_rate: float) -> None:
         """Set the optimizer's learning rate (the core owns every schedule)."""
+
+    @abc.abstractmethod
+    def set_momentum(self, momentum: float) -> None:
+        """Set the optimizer's momentum: ``beta1`` of the Adam family, else the heavy-ball
+        momentum (the core calls it only for optimizers ``optim.cycled_momentum`` names, when
+        a schedule cycles the momentum, e.g. one-cycle's ``cycle_momentum``)."""
 
     @abc.abstractmethod
     def train_step(self, images: np.ndarray, labels: np.ndarray) -> Tuple[float, int]:

@@ -369,18 +369,32 @@ class OptimizationVerbs(FacadeBase):
         """
         self._set_schedule("cosine", eta_min=eta_min, warmup_epochs=warmup_epochs)
 
-    def lr_onecycle(self, max_lr: Optional[float] = None, pct_start: float = 0.3,
-                    div_factor: float = 25.0, final_div_factor: float = 1e4):
-        """One-cycle: warm up to ``max_lr`` (default: the learning rate), then anneal.
+    def lr_onecycle(self, max_lr: Optional[float] = None, pct_start: Optional[float] = None,
+                    div_factor: Optional[float] = None,
+                    final_div_factor: Optional[float] = None,
+                    cycle_momentum: Optional[bool] = None,
+                    base_momentum: Optional[float] = None,
+                    max_momentum: Optional[float] = None):
+        """One-cycle (Smith 2018; fastai's ``fit_one_cycle``, PyTorch's ``OneCycleLR``): the
+        rate warms up to ``max_lr`` on a cosine, then anneals on a cosine, while the momentum
+        (Adam's beta1) goes the other way. A None argument takes its default
+        (``xrayprototype.optim.SCHEDULES["onecycle"]``).
 
         Args:
             max_lr: the peak rate, > 0; None takes the learning rate.
             pct_start: the fraction of all steps spent rising, in (0, 1).
             div_factor: the first rate is ``max_lr / div_factor``, > 0.
             final_div_factor: the last rate is the first one / ``final_div_factor``, > 0.
+            cycle_momentum: cycle the optimizer's momentum (beta1 of the Adam family, else
+                its momentum when it has one) from ``max_momentum`` down to
+                ``base_momentum`` and back.
+            base_momentum: the momentum at the peak rate, in [0, 1).
+            max_momentum: the momentum at the start and the end, in [0, 1).
 
         Example:
-            >>> gtf.lr_onecycle(max_lr=1e-3)
+            >>> gtf.lr_onecycle(max_lr=1e-3, pct_start=0.25)
         """
         self._set_schedule("onecycle", max_lr=max_lr, pct_start=pct_start,
-                           div_factor=div_factor, final_div_factor=final_div_factor)
+                           div_factor=div_factor, final_div_factor=final_div_factor,
+                           cycle_momentum=cycle_momentum, base_momentum=base_momentum,
+                           max_momentum=max_momentum)

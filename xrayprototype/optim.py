@@ -81,8 +81,16 @@ SCHEDULES: Dict[str, Dict[str, Any]] = {
                          "epsilon": 1e-8, "verbose": False},
     "cosine": {"eta_min": 0.0, "warmup_epochs": 0},
     "onecycle": {"max_lr": None, "pct_start": 0.3, "div_factor": 25.0,
-                 "final_div_factor": 1e4},
+                 "final_div_factor": 1e4, "cycle_momentum": False, "base_momentum": 0.85,
+                 "max_momentum": 0.95},
 }
+
+#: the parameter a momentum schedule drives, per optimizer: Adam's first-moment decay, or the
+#: heavy-ball momentum (cycled only when the optimizer was given one, as fastai and PyTorch's
+#: ``OneCycleLR`` cycle ``beta1`` / ``momentum``); optimizers not listed have no momentum
+MOMENTUM_PARAMETER = {"sgd": "momentum", "nesterov_sgd": "momentum", "rmsprop": "momentum",
+                      "momentum_rmsprop": "momentum", "signum": "momentum", "adam": "beta1",
+                      "adamw": "beta1", "adamax": "beta1", "nesterov_adam": "beta1"}
 
 
 _FRACTION = Interval(float, 0, 1, closed="left")
@@ -135,6 +143,8 @@ PARAMETER_RULES: Dict[str, Dict[str, Setting]] = {
         "warmup_epochs": Setting(Interval(int, 0)), "max_lr": Setting(NONE, _POSITIVE),
         "pct_start": Setting(Interval(float, 0, 1, closed="neither")),
         "div_factor": Setting(_POSITIVE), "final_div_factor": Setting(_POSITIVE),
+        "cycle_momentum": Setting(Boolean()), "base_momentum": Setting(_FRACTION),
+        "max_momentum": Setting(_FRACTION),
         "last_epoch": Setting(Interval(int, -1), hint="-1 starts the schedule fresh"),
         "mode": Setting(Options(("min", "max")),
                         hint="'min' watches the validation loss, 'max' the validation accuracy"),
@@ -201,8 +211,12 @@ class LearningRateSchedule:
     """
 
     def __init__(self, name: str, base_lr: float, params: Optional[Dict[str, Any]],
-                 num_epochs: int, steps_per_epoch: int, learning_rate_decay: float = 0.0):
+                 num_epochs: int, steps_per_epoch: int, learning_rate_decay: float = 0.0,
+                 momentum_parameter: Optional[str] = "beta1"):
+        """``momentum_parameter``: what ``momentum()`` drives (``cycled_momentum``); None
+        when the optimizer has no momentum, and then ``momentum()`` is always None."""
         self.name, self.learning_rate_decay = name, float(learning_rate_decay or 0.0)
+        self.momentum_parameter = momentum_parameter
         self.params = checked_params(SCHEDULES, "learning-rate schedule", name, params or {})
         self.base_lr = float(base_lr)
         self.num_epochs, self.steps_per_epoch = int(num_epochs), max(1, int(steps_per_epoch))
@@ -227,6 +241,39 @@ class LearningRateSchedule:
         if self.name == "onecycle":
             return self._onecycle(progress)
         return base
+
+    @property
+    def cycles_momentum(self) -> bool:
+        """Whether the schedule asks for momentum cycling (``wants_momentum_cycling``) and
+        the optimizer has a momentum to cycle."""
+        return self.wants_momentum_cycling and self.momentum_parameter is not None
+
+    @property
+    def wants_momentum_cycling(self) -> bool:
+        return self.name == "onecycle" and bool(self.params["cycle_momentum"])
+
+    def momentum(self, epoch: int, step: int) -> Optional[float]:
+        """The momentum (``beta1`` of the Adam family) for ``step`` of ``epoch`` when the
+        schedule cycles it, else None (the optimizer keeps its own): one-cycle with
+        ``cycle_momentum`` (and an optimizer with a momentum) goes from ``max_momentum`` down
+        to ``base_momentum`` while the rate rises, and back up while it anneals, on the same
+        cosine curves (fastai's ``moms``).
+
+        Example:
+            >>> s = LearningRateSchedule("onecycle", 1e-3, {"cycle_momentum": True}, 1, 10)
+            >>> [round(s.momentum(0, k), 3) for k in (0, 3, 9)]
+            [0.95, 0.85, 0.945]
+        """
+        if not self.cycles_momentum:
+            return None
+        p = self.params
+        progress = (epoch * self.steps_per_epoch + step) / (self.num_epochs * self.steps_per_epoch)
+        high, low = p["max_momentum"], p["base_momentum"]
+        if progress < p["pct_start"]:
+            fraction = progress / p["pct_start"]
+            return high + (low - high) * 0.5 * (1 - math.cos(math.pi * fraction))
+        fraction = (progress - p["pct_start"]) / max(1e-9, 1 - p["pct_start"])
+        return high + (low - high) * 0.5 * (1 + math.cos(math.pi * fraction))
 
     def _decay(self, epoch: int, step: int) -> float:
         """The optimizer's ``learning_rate_decay`` (Adagrad's): ``1 / (1 + k * decay)`` at the
@@ -305,6 +352,30 @@ def resolved(config):
                    optimizer_params=checked_params(OPTIMIZERS, "optimizer", config.optimizer,
                                                    config.optimizer_params),
                    loss_params=checked_params(LOSSES, "loss", config.loss, config.loss_params))
+
+
+def cycled_momentum(optimizer: str, params: Dict[str, Any]) -> Optional[str]:
+    """The optimizer parameter a momentum schedule drives (``MOMENTUM_PARAMETER``), or None
+    when the optimizer has none to drive (no momentum term, or SGD-like with momentum 0).
+
+    Example:
+        >>> cycled_momentum("adamw", {}), cycled_momentum("sgd", {"momentum": 0.0})
+        ('beta1', None)
+    """
+    parameter = MOMENTUM_PARAMETER.get(optimizer)
+    if parameter == "momentum" and not float(params.get("momentum") or 0.0):
+        return None
+    return parameter
+
+
+def cycled_momentum_of(config) -> Optional[str]:
+    """The optimizer parameter an OptimConfig's schedule cycles during training, or None
+    (the schedule does not cycle momentum, or the optimizer has none: ``cycled_momentum``)."""
+    schedule = checked_params(SCHEDULES, "learning-rate schedule", config.schedule,
+                              config.schedule_params)
+    if not schedule.get("cycle_momentum"):
+        return None
+    return cycled_momentum(config.optimizer, resolved(config).optimizer_params)
 
 
 def gradient_changes(params: Dict[str, Any]) -> Dict[str, float]:

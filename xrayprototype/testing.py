@@ -33,6 +33,7 @@ from ._backend_checks import (
     check_losses_follow_their_formulas, check_predict_and_eval_step,
     check_predict_changes_nothing, check_save_load_round_trip, check_save_load_with_optimizer,
     check_seed_reproduces_the_model, check_set_learning_rate_controls_the_step,
+    check_set_momentum_controls_the_step,
     check_snapshot_restores_the_weights, check_train_steps_lower_the_loss, first_tensor,
     head_tensor, require)
 from ._export_checks import check_export_onnx
@@ -296,6 +297,7 @@ CHECKS: Tuple[Check, ...] = (
     Check("frozen_base_trains_only_the_head", check_frozen_base_trains_only_the_head),
     Check("every_declared_optimizer_steps", check_every_declared_optimizer_steps),
     Check("set_learning_rate_controls_the_step", check_set_learning_rate_controls_the_step),
+    Check("set_momentum_controls_the_step", check_set_momentum_controls_the_step),
     Check("losses_follow_their_formulas", check_losses_follow_their_formulas),
     Check("core_loader_batches_fit", check_core_loader_batches_fit),
     Check("soft_targets", check_soft_targets, needs="soft_targets"),

@@ -22,7 +22,7 @@ from .config import TrainConfig
 from .data import BatchLoader
 from .errors import ConfigError, TrainingDivergedError
 from .memory import PeakMemory
-from .optim import LearningRateSchedule, resolved
+from .optim import LearningRateSchedule, cycled_momentum, resolved
 from .recipes import FREEZE_BASE, training_batches
 
 
@@ -128,7 +128,7 @@ class Trainer:
 
         loader = self.setup.train_loader
         self.backend.seed(self.config.seed * 100003 + epoch)
-        total_loss, correct, seen, rate = 0.0, 0, 0, None
+        total_loss, correct, seen, rate, momentum = 0.0, 0, 0, None, None
         started = time.perf_counter()
         batches = training_batches(loader, epoch, self.config.seed, self.config.mixup_alpha,
                                    len(loader.store.records.classes))
@@ -140,6 +140,10 @@ class Trainer:
             if new_rate != rate:
                 self.backend.set_learning_rate(new_rate)
                 rate = new_rate
+            new_momentum = self.schedule.momentum(epoch, step)
+            if new_momentum is not None and new_momentum != momentum:
+                self.backend.set_momentum(new_momentum)
+                momentum = new_momentum
             loss, batch_correct = self.backend.train_step(images, targets)
             self._call("on_batch_end", epoch, step, loss)
             size = len(targets)
@@ -362,9 +366,15 @@ class TrainingRun:
         frozen = self.enter_stage(progress.epoch_completed)
         setup = self.epoch_setup(progress.epoch_completed)
         optim = self.config.optim
+        optimizer_params = resolved(optim).optimizer_params
         schedule = LearningRateSchedule(optim.schedule, optim.learning_rate, optim.schedule_params,
                                         self.config.train.num_epochs, len(setup.train_loader),
-                                        optim.optimizer_params.get("learning_rate_decay", 0.0))
+                                        optimizer_params.get("learning_rate_decay", 0.0),
+                                        cycled_momentum(optim.optimizer, optimizer_params))
+        if schedule.wants_momentum_cycling and not schedule.cycles_momentum:
+            self.report(f"note: one-cycle's momentum cycling is off: optimizer "
+                        f"'{optim.optimizer}' has no momentum to cycle (give it one, e.g. "
+                        f"optimizer_sgd(lr, momentum=0.9), or lr_onecycle(cycle_momentum=False))")
         if self.resume:
             experiment.load_weights("resume", with_optimizer=True)   # names a damaged file
             schedule.load_state_dict(state["training"].get("schedule", {}))

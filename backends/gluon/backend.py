@@ -9,7 +9,7 @@ from xrayprototype.backend import (Backend, Capabilities, LayerGradients,
                                    check_explanation_layer)
 from xrayprototype.config import ModelConfig, OptimConfig
 from xrayprototype.errors import ExperimentError
-from xrayprototype.optim import gradient_changes
+from xrayprototype.optim import MOMENTUM_PARAMETER, gradient_changes
 
 from . import explain, export, visualize
 from ._compat import import_gluoncv, import_mxnet
@@ -75,7 +75,8 @@ class GluonBackend(Backend):
                             NATIVE_PREFIX, devices, soft_targets=True, layer_freezing=True,
                             discriminative_lr=True, input_channels=(3,),
                             explanations=True, multi_label=True, visualization=True,
-                            head_layers=HEAD_LAYER_NAMES, export_formats=("onnx",))
+                            head_layers=HEAD_LAYER_NAMES, export_formats=("onnx",),
+                            momentum_cycling=tuple(MOMENTUM_PARAMETER))
 
     def build_model(self, config: ModelConfig, num_classes: int) -> Dict:
         self.ctx = mx.gpu(0) if config.use_gpu and _gpu_count() else mx.cpu()
@@ -103,6 +104,7 @@ class GluonBackend(Backend):
             param.lr_mult = 1.0 if id(param) in head else float(config.base_lr_factor)
         trainable = [p for p in self.net.collect_params().values() if p.grad_req != "null"]
         self.trainer = mx.gluon.Trainer(trainable, optimizer, kvstore=None)
+        self.optimizer_name = config.optimizer
         self.gradient_changes = gradient_changes(config.optimizer_params)
         self.loss_fn = MultiLabelLoss(class_weights, self.ctx, float(config.loss_params.get(
             "weight", 1.0))) if self.multi_label else \
@@ -115,6 +117,10 @@ class GluonBackend(Backend):
 
     def set_learning_rate(self, learning_rate: float) -> None:
         self.trainer.set_learning_rate(learning_rate)
+
+    def set_momentum(self, momentum: float) -> None:
+        # mx optimizers read it at every update; the attribute has the core's name
+        setattr(self.trainer._optimizer, MOMENTUM_PARAMETER[self.optimizer_name], momentum)
 
     def _change_gradients(self) -> None:
         """Clip (element-wise, then the global norm) and damp, as ``optim.gradient_changes``."""

@@ -8,7 +8,7 @@ from xrayprototype.backend import (Backend, Capabilities, LayerGradients,
                                    check_explanation_layer)
 from xrayprototype.config import ModelConfig, OptimConfig
 from xrayprototype.errors import ConfigError, ExperimentError
-from xrayprototype.optim import gradient_changes
+from xrayprototype.optim import cycled_momentum, gradient_changes
 
 from . import export, visualize
 from ._compat import setup_tensorflow
@@ -17,7 +17,8 @@ from .losses import LOSS_NAMES, ClassificationLoss, MultiLabelLoss
 from .monk import FINAL, load_saved_model
 from .heads import HEAD_LAYER_NAMES, head_variables
 from .models import base_layers, create_model, freeze_first, model_table, parameter_count
-from .optimizers import DECOUPLED_DECAY, OPTIMIZER_NAMES, create_optimizer
+from .optimizers import (CYCLED_MOMENTUM_ATTRIBUTE, DECOUPLED_DECAY, OPTIMIZER_NAMES,
+                         create_optimizer, variable_momentum)
 
 tf, keras = setup_tensorflow()
 
@@ -60,7 +61,7 @@ class KerasBackend(Backend):
                 ("cpu", "gpu") if gpus else ("cpu",), soft_targets=True, layer_freezing=True,
                 discriminative_lr=True, input_channels=(3,), explanations=True,
                 multi_label=True, visualization=True, head_layers=HEAD_LAYER_NAMES,
-                export_formats=("onnx",))
+                export_formats=("onnx",), momentum_cycling=tuple(CYCLED_MOMENTUM_ATTRIBUTE))
         return KerasBackend._capabilities
 
     def limit_gpu_memory(self, fraction: float) -> str:
@@ -142,6 +143,11 @@ class KerasBackend(Backend):
                 self.base_optimizer = create_optimizer(
                     config.optimizer, config.learning_rate * self.base_lr_factor, params)
                 self.base_optimizer.build(base)
+        self._momentum_variables = [
+            variable_momentum(optimizer, config.optimizer)
+            for optimizer in (self.optimizer, self.base_optimizer) if optimizer is not None
+        ] if config.optimizer in CYCLED_MOMENTUM_ATTRIBUTE and \
+            cycled_momentum(config.optimizer, params) else []
         self.weight_decay = 0.0 if config.optimizer in DECOUPLED_DECAY else \
             float(params.get("weight_decay") or 0.0)
         self.gradient_changes = gradient_changes(params)
@@ -154,6 +160,10 @@ class KerasBackend(Backend):
         self.optimizer.learning_rate.assign(float(learning_rate))
         if self.base_optimizer is not None:
             self.base_optimizer.learning_rate.assign(float(learning_rate) * self.base_lr_factor)
+
+    def set_momentum(self, momentum: float) -> None:
+        for variable in self._momentum_variables:
+            variable.assign(float(momentum))
 
     def _optimizer_variables(self) -> list:
         extra = self.base_optimizer.variables if self.base_optimizer is not None else []

@@ -16,6 +16,12 @@ from xrayprototype.optim import OPTIMIZERS
 #: the optimizer names this backend builds (all of the core's)
 OPTIMIZER_NAMES = tuple(OPTIMIZERS)
 
+#: optimizer -> the attribute holding the momentum a schedule changes during training
+#: (``variable_momentum``): the Adam family's beta_1 and this module's optimizers. Keras' SGD and
+#: RMSprop test their momentum in Python while tf.function traces the step, so theirs stays fixed
+CYCLED_MOMENTUM_ATTRIBUTE = {"adam": "beta_1", "adamw": "beta_1", "adamax": "beta_1",
+                             "nesterov_adam": "beta1", "signum": "momentum"}
+
 #: optimizers whose weight decay is decoupled in both frameworks (the others: L2 on gradients,
 #: as torch.optim does)
 DECOUPLED_DECAY = {"adamw"}
@@ -49,6 +55,17 @@ def create_optimizer(name: str, learning_rate: float,
     if name not in builders:
         raise unknown_name("optimizer", name, builders, "backend 'keras'")
     return builders[name]()
+
+
+def variable_momentum(optimizer: keras.optimizers.Optimizer, name: str) -> keras.Variable:
+    """Hold the momentum of ``optimizer`` (core name ``name``, a key of
+    ``CYCLED_MOMENTUM_ATTRIBUTE``) in a variable that the compiled train step reads at every
+    step, so that assigning it changes the momentum without tracing the step again."""
+    attribute = CYCLED_MOMENTUM_ATTRIBUTE[name]
+    variable = keras.Variable(float(getattr(optimizer, attribute)), dtype="float32",
+                              trainable=False, name=f"{optimizer.name}_momentum")
+    setattr(optimizer, attribute, variable)
+    return variable
 
 
 class Nadam(keras.optimizers.Optimizer):
@@ -106,7 +123,7 @@ class Signum(keras.optimizers.Optimizer):
 
     def update_step(self, gradient, variable, learning_rate):
         lr, grad = ops.cast(learning_rate, variable.dtype), ops.cast(gradient, variable.dtype)
-        if self.momentum:
+        if self.buffers:          # (momentum may be a variable: variable_momentum)
             buffer = self.buffers[self._get_variable_index(variable)]
             self.assign(buffer, self.momentum * buffer + (1 - self.momentum) * grad)
             grad = buffer

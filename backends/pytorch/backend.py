@@ -10,7 +10,7 @@ from torch import nn
 from xrayprototype.backend import (Backend, Capabilities, LayerGradients,
                                    check_explanation_layer)
 from xrayprototype.config import ModelConfig, OptimConfig
-from xrayprototype.optim import gradient_changes
+from xrayprototype.optim import MOMENTUM_PARAMETER, gradient_changes
 
 from . import explain, export, visualize
 from .losses import LOSS_NAMES, ClassificationLoss, MultiLabelLoss
@@ -53,7 +53,8 @@ class PyTorchBackend(Backend):
                             TIMM_PREFIX, devices, soft_targets=True, layer_freezing=True,
                             discriminative_lr=True, input_channels=(3,), explanations=True,
                             multi_label=True, visualization=True,
-                            head_layers=HEAD_LAYER_NAMES, export_formats=("onnx",))
+                            head_layers=HEAD_LAYER_NAMES, export_formats=("onnx",),
+                            momentum_cycling=tuple(MOMENTUM_PARAMETER))
 
     def build_model(self, config: ModelConfig, num_classes: int) -> Dict:
         self.device = torch.device("cuda" if config.use_gpu and torch.cuda.is_available() else "cpu")
@@ -123,6 +124,13 @@ class PyTorchBackend(Backend):
     def set_learning_rate(self, learning_rate: float) -> None:
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate * group.get("lr_scale", 1.0)
+
+    def set_momentum(self, momentum: float) -> None:
+        for group in self.optimizer.param_groups:
+            if "betas" in group:
+                group["betas"] = (momentum, group["betas"][1])
+            else:
+                group["momentum"] = momentum
 
     def _mode(self, training: bool) -> None:
         if self._training_mode is training:
