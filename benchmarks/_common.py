@@ -127,17 +127,18 @@ def alternate(first, second, repeats: int) -> tuple:
 
 def apply_augmentation(gtf, rotation: float = 0.0, zoom: float = 0.0, shift: float = 0.0,
                        brightness_contrast: float = 0.0, horizontal_flip: float = 0.5) -> None:
-    """The accuracy benchmarks' augmentation presets, through the facade's ``apply_*`` verbs."""
+    """The accuracy benchmarks' augmentation presets, through the facade's ``apply_*`` verbs
+    (``train=True``: Monk's default ``train=False`` applies a transform to no images)."""
     if horizontal_flip:
-        gtf.apply_random_horizontal_flip(horizontal_flip)
+        gtf.apply_random_horizontal_flip(horizontal_flip, train=True)
     if rotation:
-        gtf.apply_random_rotation(rotation)
+        gtf.apply_random_rotation(rotation, train=True)
     if zoom:
-        gtf.apply_random_zoom(zoom)
+        gtf.apply_random_zoom(zoom, train=True)
     if shift:
-        gtf.apply_random_shift(shift)
+        gtf.apply_random_shift(shift, train=True)
     if brightness_contrast:
-        gtf.apply_random_brightness_contrast(brightness_contrast, brightness_contrast)
+        gtf.apply_random_brightness_contrast(brightness_contrast, brightness_contrast, train=True)
 
 
 def augmentation_text(rotation: float = 0.0, zoom: float = 0.0, shift: float = 0.0,
