@@ -138,7 +138,8 @@ def apply_augmentation(gtf, rotation: float = 0.0, zoom: float = 0.0, shift: flo
     if shift:
         gtf.apply_random_shift(shift, train=True)
     if brightness_contrast:
-        gtf.apply_random_brightness_contrast(brightness_contrast, brightness_contrast, train=True)
+        gtf.apply_random_brightness_contrast(brightness_contrast, brightness_contrast,
+                                             train=True)
 
 
 def augmentation_text(rotation: float = 0.0, zoom: float = 0.0, shift: float = 0.0,

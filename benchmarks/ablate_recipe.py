@@ -53,6 +53,8 @@ VARIANTS = {
     "no_warmup_cosine": [("lr_cosine", [], {})],
     "momentum_cycling": [("lr_onecycle", [], {"pct_start": 0.2, "cycle_momentum": True})],
     "fastai_augmentation": FASTAI_EXTRA_AUG,
+    # with --base defaults: the recipe before issue 16 against the library's defaults
+    "previous_recipe": PREVIOUS,
 }
 
 

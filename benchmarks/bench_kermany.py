@@ -40,12 +40,11 @@ AUGMENTATIONS = {
 
 
 def configure(gtf, train_dir: Path, args) -> None:
-    gtf.Default(dataset_path=str(train_dir), model_name=args.model, freeze_base_network=False,
-                num_epochs=args.epochs, use_pretrained=True)
-    gtf.update_input_size(args.size)
-    gtf.update_batch_size(args.batch_size)
-    gtf.update_trainval_split(0.9)
+    # the seed first and every data setting in Default: the data set is listed and split once
     gtf.update_seed(args.seed)
+    gtf.Default(dataset_path=str(train_dir), model_name=args.model, freeze_base_network=False,
+                num_epochs=args.epochs, use_pretrained=True, input_size=args.size,
+                batch_size=args.batch_size, split=0.9)
     gtf.update_display_progress(args.progress)
     gtf.optimizer_adamw(args.lr, weight_decay=1e-4)
     gtf.lr_onecycle(pct_start=0.2)

@@ -528,7 +528,8 @@ def test_early_stopping_and_intermediate_models(tmp_path, synthetic_data, monkey
     import numpy as np
 
     gtf = small_run(tmp_path / "ws", synthetic_data, "early", epochs=5)
-    gtf.Training_Params(early_stopping_patience=1, save_intermediate_models=True)
+    gtf.Training_Params(early_stopping_patience=1, save_intermediate_models=True,
+                        best_metric="val_accuracy")
     # a validation result that never improves
     monkeypatch.setattr(torch_backend_class(), "eval_step",
                         lambda self, images, labels: (0.5, np.full((len(labels), 2), 0.5)))
@@ -606,6 +607,7 @@ def resumed(tmp_path_factory, synthetic_data):
     """2 epochs, then reopened with resume_train=True and update_num_epochs(3)."""
     workspace = tmp_path_factory.mktemp("resume") / "ws"
     gtf = small_run(workspace, synthetic_data, "resumed", epochs=2)
+    gtf.lr_fixed()       # a rate that does not depend on num_epochs, which the resume extends
     gtf.Train()
     folder = gtf.experiment.paths.dir
     before = read_jsonl(folder / "logs" / "metrics.jsonl")
@@ -637,6 +639,7 @@ def interrupted(tmp_path_factory, synthetic_data):
     """3 epochs, interrupted (Ctrl-C) during epoch 2, then resumed."""
     workspace = tmp_path_factory.mktemp("interrupt") / "ws"
     gtf = small_run(workspace, synthetic_data, "interrupted", epochs=3)
+    gtf.lr_fixed()                                   # as the resumed run above
     metrics = gtf.experiment.paths.metrics_file
     calls_in_epoch_2 = []
     with pytest.MonkeyPatch.context() as patch:

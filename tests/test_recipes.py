@@ -339,6 +339,7 @@ def test_fine_tune_freezes_the_base_then_trains_it_at_a_lower_rate(tmp_path, syn
               model="resnet18", epochs=2, batch_size=32)
     gtf.update_fine_tune(frozen_epochs=1, base_lr_factor=0.1)
     gtf.optimizer_sgd(0.01, momentum=0.9)
+    gtf.lr_fixed()                               # the rates below are the configured ones
     gtf.Model()
     backend = gtf.experiment.backend
     stages = []                                  # weights when each stage starts, then at the end
@@ -527,7 +528,8 @@ def test_recipe_settings_persist_and_old_states_still_load(tmp_path, synthetic_d
     loaded = ExperimentConfig.from_dict(old)
     assert (loaded.train.mixup_alpha, loaded.optim.base_lr_factor, loaded.model.freeze_layers,
             loaded.data.oversampling) == (0.0, 1.0, None, False)
-    gtf.Training_Params(early_stopping_patience=2)          # early stopping, and 0 turns it off
+    gtf.Training_Params(early_stopping_patience=2,          # early stopping, and 0 turns it off
+                        best_metric="val_loss")
     assert gtf.experiment.config.train.early_stopping_patience == 2
     gtf.Training_Params(early_stopping_patience=0)
     assert gtf.experiment.config.train.early_stopping_patience is None

@@ -94,13 +94,26 @@ class ModelConfig:
     custom_head: Optional[List[Dict[str, Any]]] = None
 
 
+#: The default training recipe (issue 16): fastai's ``fit_one_cycle`` practice as this
+#: library's verbs express it, each piece kept where patient-grouped cross-validation on
+#: Kermany's training split did not find it worse (``benchmarks/ablate_recipe.py``; figures
+#: in BENCHMARKS.md): AdamW with fastai's Adam constants, one-cycle with momentum cycling
+#: (their values are those tables' defaults: ``optim.OPTIMIZERS["adamw"]``,
+#: ``optim.SCHEDULES["onecycle"]``), plain cross-entropy, the last epoch kept. A verb replaces
+#: its part: ``optimizer_*`` the optimizer and its parameters, ``lr_*`` the schedule.
+DEFAULT_OPTIMIZER = "adamw"
+DEFAULT_SCHEDULE = "onecycle"
+DEFAULT_BEST_METRIC = "last_epoch"
+
+
 @dataclass
 class OptimConfig:
-    """Optimizer, learning-rate schedule and loss, by name plus keyword parameters."""
-    optimizer: str = "adam"
+    """Optimizer, learning-rate schedule and loss, by name plus keyword parameters (defaults:
+    the default recipe above)."""
+    optimizer: str = DEFAULT_OPTIMIZER
     learning_rate: float = 1e-3
     optimizer_params: Dict[str, Any] = field(default_factory=dict)
-    schedule: str = "fixed"
+    schedule: str = DEFAULT_SCHEDULE
     schedule_params: Dict[str, Any] = field(default_factory=dict)
     loss: str = "softmax_crossentropy"
     loss_params: Dict[str, Any] = field(default_factory=dict)
@@ -114,7 +127,8 @@ class TrainConfig:
     num_epochs: int = 10
     seed: int = 0
     display_progress: bool = True
-    best_metric: str = "val_accuracy"     # a key of the epoch record; loss-like keys are minimised
+    best_metric: str = DEFAULT_BEST_METRIC   # "last_epoch", or a key of the epoch record
+    #                                          (loss-like keys are minimised)
     early_stopping_patience: Optional[int] = None
     save_intermediate_models: bool = False
     mixup_alpha: float = 0.0              # 0: off; else lambda ~ Beta(alpha, alpha) per batch

@@ -131,7 +131,8 @@ class SettingsVerbs(FacadeBase):
             display_progress_realtime: Monk's name for display_progress (used when
                 display_progress is None).
             save_intermediate_models: keep every epoch's model in ``models/``.
-            best_metric: which epoch's model is "best": val_accuracy, val_loss, val_roc_auc,
+            best_metric: which epoch's model is "best": last_epoch (the default: the latest
+                epoch, as fastai keeps it), val_accuracy, val_loss, val_roc_auc,
                 train_accuracy or train_loss.
             early_stopping_patience: stop after that many epochs without a better
                 ``best_metric`` (0 turns early stopping off).

@@ -22,7 +22,6 @@ import numpy as np
 
 from .config import ExperimentConfig
 from .errors import ConfigError
-from .optim import cycled_momentum_of
 
 #: ``TrainingPlan.frozen_layers`` value meaning "every base layer" (only the head trains)
 FREEZE_BASE = "base"
@@ -115,8 +114,6 @@ class TrainingPlan:
         self.freeze_base_network = bool(model.freeze_base_network)
         self.base_lr_factor = float(optim.base_lr_factor)
         self.mixup_alpha = float(train.mixup_alpha or 0.0)
-        self.optimizer = optim.optimizer
-        self.cycles_momentum = cycled_momentum_of(optim) is not None
         self._validate()
 
     def _validate(self) -> None:
@@ -202,10 +199,6 @@ class TrainingPlan:
             needs.append("fine-tune stages / freeze_layers need layer freezing")
         if self.base_lr_factor != 1.0 and not capabilities.discriminative_lr:
             needs.append("base_lr_factor needs per-layer learning rates")
-        if self.cycles_momentum and self.optimizer not in capabilities.momentum_cycling:
-            needs.append(f"one-cycle momentum cycling of '{self.optimizer}' (it cycles that of "
-                         f"{', '.join(capabilities.momentum_cycling) or 'no optimizer'}; "
-                         "lr_onecycle(cycle_momentum=False) turns it off)")
         if needs:
             raise ConfigError(f"backend '{backend_name}' cannot run this recipe: "
                               f"{'; '.join(needs)}.")

@@ -23,6 +23,7 @@ from .data import BatchLoader
 from .errors import ConfigError, TrainingDivergedError
 from .memory import PeakMemory
 from .optim import LearningRateSchedule, cycled_momentum, resolved
+from .validation import LAST_EPOCH
 from .recipes import FREEZE_BASE, training_batches
 
 
@@ -200,9 +201,11 @@ class Trainer:
                 selects_best: bool = True) -> bool:
         """Count the epoch; whether it is the best so far (never when not ``selects_best``:
         it then neither improves nor counts towards early stopping)."""
-        split, _, key = self.config.best_metric.partition("_")
-        record = next(r for r in records if r["split"] == split)
-        value = record.get(key)
+        if self.config.best_metric == LAST_EPOCH:
+            value, key = epoch, "epoch"               # the latest epoch is always better
+        else:
+            split, _, key = self.config.best_metric.partition("_")
+            value = next(r for r in records if r["split"] == split).get(key)
         progress.epoch_completed, progress.train_time_s = epoch, progress.train_time_s + elapsed
         if not selects_best:
             return False
@@ -354,6 +357,26 @@ class TrainingRun:
                            store),
                 EarlyStopping(train.early_stopping_patience, train.best_metric)]
 
+    def _schedule(self, steps_per_epoch: int) -> LearningRateSchedule:
+        """The run's learning-rate (and momentum) schedule; a momentum cycle the optimizer or
+        the backend cannot follow is said and left out (the momentum stays as configured)."""
+        optim = self.config.optim
+        params = resolved(optim).optimizer_params
+        parameter = cycled_momentum(optim.optimizer, params)
+        cyclable = self.experiment.backend.capabilities().momentum_cycling
+        schedule = LearningRateSchedule(optim.schedule, optim.learning_rate, optim.schedule_params,
+                                        self.config.train.num_epochs, steps_per_epoch,
+                                        params.get("learning_rate_decay", 0.0),
+                                        parameter if optim.optimizer in cyclable else None)
+        if schedule.wants_momentum_cycling and not schedule.cycles_momentum:
+            why = (f"optimizer '{optim.optimizer}' has no momentum to cycle" if parameter is None
+                   else f"backend '{self.experiment.backend_name}' cannot change "
+                        f"'{optim.optimizer}''s momentum during training (it can for "
+                        f"{', '.join(cyclable) or 'no optimizer'})")
+            self.report(f"note: one-cycle's momentum cycling is off: {why}; the momentum stays "
+                        f"as configured (lr_onecycle(cycle_momentum=False) silences this)")
+        return schedule
+
     # ------------------------------------------------------------------ running
     def run(self) -> Dict:
         """Run the epochs; persist models, history, plots and state; return the summary."""
@@ -366,15 +389,7 @@ class TrainingRun:
         frozen = self.enter_stage(progress.epoch_completed)
         setup = self.epoch_setup(progress.epoch_completed)
         optim = self.config.optim
-        optimizer_params = resolved(optim).optimizer_params
-        schedule = LearningRateSchedule(optim.schedule, optim.learning_rate, optim.schedule_params,
-                                        self.config.train.num_epochs, len(setup.train_loader),
-                                        optimizer_params.get("learning_rate_decay", 0.0),
-                                        cycled_momentum(optim.optimizer, optimizer_params))
-        if schedule.wants_momentum_cycling and not schedule.cycles_momentum:
-            self.report(f"note: one-cycle's momentum cycling is off: optimizer "
-                        f"'{optim.optimizer}' has no momentum to cycle (give it one, e.g. "
-                        f"optimizer_sgd(lr, momentum=0.9), or lr_onecycle(cycle_momentum=False))")
+        schedule = self._schedule(len(setup.train_loader))
         if self.resume:
             experiment.load_weights("resume", with_optimizer=True)   # names a damaged file
             schedule.load_state_dict(state["training"].get("schedule", {}))

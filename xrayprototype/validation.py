@@ -42,7 +42,11 @@ NORMALIZATIONS = {
 #: (apply_mean_subtraction) reads normalization_mean and keeps the 0..255 scale
 NORMALIZATION_CHOICES = ("auto", "dataset") + tuple(NORMALIZATIONS) + ("custom",
                                                                       "mean_subtraction")
-BEST_METRICS = ("val_accuracy", "val_loss", "val_roc_auc", "train_accuracy", "train_loss")
+#: "last_epoch": the latest epoch is the model kept (fastai's rule; with a one-cycle schedule
+#: the rate has annealed there), no validation figure chooses it
+LAST_EPOCH = "last_epoch"
+BEST_METRICS = (LAST_EPOCH, "val_accuracy", "val_loss", "val_roc_auc", "train_accuracy",
+                "train_loss")
 
 
 def _compiles(pattern: str) -> bool:
@@ -249,7 +253,12 @@ def _apply(target, values: Dict[str, Any], kind, table, title: str, section: str
 def check_sections(config: ExperimentConfig) -> None:
     """The rules between settings of one section; the optimizer, loss and schedule
     parameters are completed with their defaults and checked by ``optim.PARAMETER_RULES``."""
-    data, optim = config.data, config.optim
+    data, optim, train = config.data, config.optim, config.train
+    if train.best_metric == LAST_EPOCH and train.early_stopping_patience:
+        raise ConfigError("early stopping waits for a better best_metric, and with "
+                          "best_metric='last_epoch' every epoch is the best: choose a "
+                          "validation metric, e.g. Training_Params(best_metric='val_loss'), or "
+                          "turn early stopping off (early_stopping_patience=0).")
     if data.weighted_sampling and data.oversampling:
         raise ConfigError("weighted sampling and oversampling are two ways of balancing an "
                           "epoch; choose one: update_weighted_sampling(False) or "

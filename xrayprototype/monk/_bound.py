@@ -75,7 +75,9 @@ class MonkPrototype(prototype):
                 use_pretrained: bool = True, delimiter: str = ",", **dataset_options) -> None:
         """Monk's ``Default`` (Monk's ``False`` for an absent path means None); as Monk's,
         it keeps every epoch's model (``update_save_intermediate_models(True)``), which
-        Monk scripts then open as ``output/models/intermediate_model_<k>``.
+        Monk scripts then open as ``output/models/intermediate_model_<k>``, and its best
+        model is the epoch of the best validation accuracy (``best_model``, Monk's rule; the
+        plain ``prototype`` keeps the last epoch).
 
         Args:
             dataset_path: the images (see ``prototype.Default``).
@@ -95,6 +97,7 @@ class MonkPrototype(prototype):
                         path_to_csv=path_to_csv or None, use_pretrained=use_pretrained,
                         delimiter=delimiter, **dataset_options)
         self.update_save_intermediate_models(True)
+        self.Training_Params(best_metric="val_accuracy")
 
     def _update(self, **changes) -> None:
         model = changes.get("model")
