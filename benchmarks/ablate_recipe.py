@@ -26,11 +26,12 @@ from _common import save_result, shared_dir  # noqa: E402
 
 #: the recipe bench_kermany.py ran before issue 16 (--augment light --mixup 0, best by val_loss)
 PREVIOUS = [("optimizer_adamw", [1e-3], {"weight_decay": 1e-4}),
-            ("lr_onecycle", [], {"pct_start": 0.2}),
+            ("lr_onecycle", [], {"pct_start": 0.2, "final_div_factor": 1e4,
+                                 "cycle_momentum": False}),
             ("loss_softmax_crossentropy", [], {"label_smoothing": 0.1,
                                                "class_weights": "balanced"}),
             ("Training_Params", [], {"best_metric": "val_loss"})]
-#: the augmentation both tools are given (fastai's aug_transforms(max_rotate=10, max_zoom=1.1))
+#: every run's augmentation: bench_kermany.py's "light" preset, which the issue's run used
 TRAIN = {"train": True}
 LIGHT = [("apply_random_horizontal_flip", [0.5], TRAIN), ("apply_random_rotation", [10], TRAIN),
          ("apply_random_zoom", [0.1], TRAIN), ("apply_random_shift", [0.05], TRAIN)]
@@ -48,10 +49,11 @@ VARIANTS = {
     "weight_decay_0.01": [("optimizer_adamw", [1e-3], {"weight_decay": 0.01})],
     "adam_fastai_betas": [("optimizer_adamw", [1e-3], {"weight_decay": 1e-4, "beta2": 0.99,
                                                        "epsilon": 1e-5})],
-    "onecycle_fastai_shape": [("lr_onecycle", [], {"pct_start": 0.25,
-                                                   "final_div_factor": 1e5})],
+    "onecycle_fastai_shape": [("lr_onecycle", [], {"pct_start": 0.25, "final_div_factor": 1e5,
+                                                   "cycle_momentum": False})],
     "no_warmup_cosine": [("lr_cosine", [], {})],
-    "momentum_cycling": [("lr_onecycle", [], {"pct_start": 0.2, "cycle_momentum": True})],
+    "momentum_cycling": [("lr_onecycle", [], {"pct_start": 0.2, "final_div_factor": 1e4,
+                                              "cycle_momentum": True})],
     "fastai_augmentation": FASTAI_EXTRA_AUG,
     # with --base defaults: the recipe before issue 16 against the library's defaults
     "previous_recipe": PREVIOUS,

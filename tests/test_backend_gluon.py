@@ -216,8 +216,10 @@ def test_adamw_adamax_and_adadelta_follow_pytorch():
     import torch
 
     params = {name: dict(OPTIMIZERS[name]) for name in ("adamw", "adamax", "adadelta")}
-    _torch_reference("adamw", torch.optim.AdamW, {"lr": 0.1, "weight_decay": 0.01},
-                     params["adamw"])
+    adamw = params["adamw"]
+    _torch_reference("adamw", torch.optim.AdamW, {
+        "lr": 0.1, "weight_decay": adamw["weight_decay"], "eps": adamw["epsilon"],
+        "betas": (adamw["beta1"], adamw["beta2"])}, adamw)
     _torch_reference("adamax", torch.optim.Adamax, {"lr": 0.1}, params["adamax"])
     _torch_reference("adadelta", torch.optim.Adadelta, {"lr": 0.5, "rho": 0.9, "eps": 1e-6},
                      params["adadelta"])

@@ -58,7 +58,7 @@ def test_cosine_with_warmup_rises_linearly_then_anneals():
 
 
 def test_onecycle():
-    rates = _rates("onecycle", 1.0, {}, 10)      # max_lr = base, pct 0.3, div 25, final 1e4
+    rates = _rates("onecycle", 1.0, {"pct_start": 0.3}, 10)   # max_lr = base, div 25, final 1e4
     assert rates[0] == pytest.approx(1.0 / 25)
     assert rates[1] == pytest.approx(0.04 + 0.96 * 0.5 * (1 - math.cos(math.pi / 3)))
     assert rates[3] == pytest.approx(1.0)

@@ -314,6 +314,10 @@ def check_losses_follow_their_formulas(subject: Subject) -> None:
     allclose(smoothed, np.mean(0.9 * nll - 0.1 * log_p.mean(axis=1)), "label smoothing 0.1")
     weighted, _ = _eval_loss(backend, OptimConfig(), weights, images, labels)
     allclose(weighted, (w * nll).sum() / w.sum(), "class weights [1, 3]")
+    both, _ = _eval_loss(backend, OptimConfig(loss_params={"label_smoothing": 0.1}), weights,
+                         images, labels)           # a sample weighs its true class's weight
+    allclose(both, (w * (0.9 * nll - 0.1 * log_p.mean(axis=1))).sum() / w.sum(),
+             "label smoothing 0.1 with class weights [1, 3]")
     optims = [OptimConfig(loss_params={"label_smoothing": 0.1})]
     if "focal" in subject.capabilities.losses:
         p_true = np.exp(-nll)

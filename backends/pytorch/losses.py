@@ -45,6 +45,10 @@ class ClassificationLoss(nn.Module):
         """Softmax cross-entropy or focal loss."""
         if labels.dim() == 2:
             return self.soft_targets(logits, labels)
+        if self.name == "softmax_crossentropy" and self.weights is not None and self.smoothing:
+            # F.cross_entropy would weight each smoothing term by its own class; a sample
+            # weighs its true class's weight, as on the other backends and with mixup
+            return self.soft_targets(logits, F.one_hot(labels, logits.shape[1]).float())
         if self.name == "softmax_crossentropy":
             return F.cross_entropy(logits, labels, weight=self.weights,
                                    label_smoothing=self.smoothing)
