@@ -231,7 +231,7 @@ class LearningRateSchedule:
     def rate(self, epoch: int, step: int) -> float:
         """Learning rate for ``step`` (0-based) of ``epoch`` (0-based)."""
         p, base = self.params, self.base_lr * self._decay(epoch, step)
-        progress = (epoch * self.steps_per_epoch + step) / (self.num_epochs * self.steps_per_epoch)
+        progress = self._progress(epoch, step)
         epoch += int(p.get("last_epoch", -1)) + 1        # PyTorch's last_epoch: a head start
         if self.name == "step_decrease":
             return base * p["gamma"] ** (epoch // max(1, int(p["step_size"])))
@@ -266,19 +266,17 @@ class LearningRateSchedule:
 
         Example:
             >>> s = LearningRateSchedule("onecycle", 1e-3, {"cycle_momentum": True}, 1, 10)
-            >>> [round(s.momentum(0, k), 3) for k in (0, 3, 9)]
-            [0.95, 0.85, 0.945]
+            >>> [round(s.momentum(0, k), 3) for k in (0, 2, 9)]
+            [0.95, 0.85, 0.946]
         """
         if not self.cycles_momentum:
             return None
-        p = self.params
-        progress = (epoch * self.steps_per_epoch + step) / (self.num_epochs * self.steps_per_epoch)
-        high, low = p["max_momentum"], p["base_momentum"]
-        if progress < p["pct_start"]:
-            fraction = progress / p["pct_start"]
-            return high + (low - high) * 0.5 * (1 - math.cos(math.pi * fraction))
-        fraction = (progress - p["pct_start"]) / max(1e-9, 1 - p["pct_start"])
-        return high + (low - high) * 0.5 * (1 + math.cos(math.pi * fraction))
+        high, low = self.params["max_momentum"], self.params["base_momentum"]
+        return self._one_cycle(self._progress(epoch, step), high, low, high)
+
+    def _progress(self, epoch: int, step: int) -> float:
+        """The fraction of the run's steps done before ``step`` of ``epoch``."""
+        return (epoch * self.steps_per_epoch + step) / (self.num_epochs * self.steps_per_epoch)
 
     def _decay(self, epoch: int, step: int) -> float:
         """The optimizer's ``learning_rate_decay`` (Adagrad's): ``1 / (1 + k * decay)`` at the
@@ -299,11 +297,17 @@ class LearningRateSchedule:
         p = self.params
         peak = float(p["max_lr"] or self.base_lr)
         start, end = peak / p["div_factor"], peak / p["div_factor"] / p["final_div_factor"]
-        if progress < p["pct_start"]:
-            fraction = progress / p["pct_start"]
-            return start + (peak - start) * 0.5 * (1 - math.cos(math.pi * fraction))
-        fraction = (progress - p["pct_start"]) / max(1e-9, 1 - p["pct_start"])
-        return end + (peak - end) * 0.5 * (1 + math.cos(math.pi * fraction))
+        return self._one_cycle(progress, start, peak, end)
+
+    def _one_cycle(self, progress: float, start: float, middle: float, end: float) -> float:
+        """One-cycle's two cosine phases: ``start`` to ``middle`` over the first
+        ``pct_start`` of the run, then ``middle`` to ``end`` (the rate, and the momentum the
+        other way)."""
+        pct = self.params["pct_start"]
+        if progress < pct:
+            return start + (middle - start) * 0.5 * (1 - math.cos(math.pi * progress / pct))
+        fraction = (progress - pct) / max(1e-9, 1 - pct)
+        return end + (middle - end) * 0.5 * (1 + math.cos(math.pi * fraction))
 
     def end_epoch(self, monitored_loss: Optional[float],
                   monitored_accuracy: Optional[float] = None) -> None:
