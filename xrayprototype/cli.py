@@ -162,8 +162,9 @@ def _train(args) -> dict:
     experiment.show_progress = not args.quiet
     paths.logs.mkdir(parents=True, exist_ok=True)
     summary = experiment.train()
-    report(f"best {summary['best_metric']} {summary['best_value']:.4f} at epoch "
-           f"{summary['best_epoch']}; saved in {paths.dir}")
+    from .training import describe_best
+
+    report(f"{describe_best(summary)}; saved in {paths.dir}")
     return summary
 
 

@@ -258,8 +258,9 @@ class prototype(SettingsVerbs, OptimizationVerbs, LossVerbs, TransformVerbs,
         if experiment.data is None and experiment.mode != "resume":
             self.Dataset()        # (re)read with the current settings, and say what was read
         summary = experiment.train()
-        self._say(f"best {summary['best_metric']} {summary['best_value']:.4f} at epoch "
-                  f"{summary['best_epoch']}; {summary['train_time_s']:.1f} s; saved in "
+        from .training import describe_best
+
+        self._say(f"{describe_best(summary)}; {summary['train_time_s']:.1f} s; saved in "
                   f"{experiment.paths.dir}")
         return summary
 

@@ -48,6 +48,17 @@ class EpochSetup:
     note: str = ""                               # shown after the epoch's table row
 
 
+def describe_best(summary: Dict) -> str:
+    """The run's best model in words, e.g. ``best val_loss 0.2140 at epoch 4`` or ``best: the
+    last epoch (6), val_accuracy 0.9310``."""
+    if summary["best_metric"] == LAST_EPOCH:
+        accuracy = summary.get("best_val_accuracy")
+        return (f"best: the last epoch ({summary['best_epoch']})"
+                + (f", val_accuracy {accuracy:.4f}" if accuracy is not None else ""))
+    return (f"best {summary['best_metric']} {summary['best_value']:.4f} at epoch "
+            f"{summary['best_epoch']}")
+
+
 def minimises(metric: str) -> bool:
     return "loss" in metric
 
@@ -388,7 +399,6 @@ class TrainingRun:
             else Progress()
         frozen = self.enter_stage(progress.epoch_completed)
         setup = self.epoch_setup(progress.epoch_completed)
-        optim = self.config.optim
         schedule = self._schedule(len(setup.train_loader))
         if self.resume:
             experiment.load_weights("resume", with_optimizer=True)   # names a damaged file
